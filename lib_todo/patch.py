@@ -1,0 +1,81 @@
+"""The public API: apply ToDo to a UNet, remove it, or use it for a block of code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import nn
+
+from . import hooks
+from .layout import is_diffusers_unet, layout_of
+from .plan import TodoState
+from .settings import TodoSettings
+
+
+class TodoHandle:
+    """ToDo installed on one UNet. `remove()` restores the model exactly; also a context manager."""
+
+    def __init__(self, unet: nn.Module, state: TodoState, torch_handles: list[Any]) -> None:
+        self.unet = unet
+        self.state = state
+        self._torch_handles = torch_handles
+
+    @property
+    def settings(self) -> TodoSettings:
+        return self.state.settings
+
+    @property
+    def applied(self) -> dict[int, float]:
+        """Factors really applied so far, by level (1, 2); empty if ToDo never acted."""
+        return dict(self.state.applied)
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._torch_handles)
+
+    def set_progress(self, fraction: float) -> None:
+        """Tell the step window how far sampling is (0 = first step, 1 = done)."""
+        self.state.set_progress(fraction)
+
+    def remove(self) -> None:
+        for handle in self._torch_handles:
+            handle.remove()
+        self._torch_handles = []
+
+    def __enter__(self) -> TodoHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def apply(unet: nn.Module, settings: TodoSettings | None = None, *, native_px: int | None = None) -> TodoHandle:
+    """Install ToDo on an ldm/sgm UNetModel or a diffusers UNet2DConditionModel.
+
+    Re-applying replaces what was there. With both factors at 1 nothing is installed at all.
+    `native_px` is the model's training size (default: 512, or 1024 for SDXL-like layouts).
+    """
+    settings = settings or TodoSettings()
+    state = TodoState(settings, layout_of(unet, native_px))
+    remove(unet)
+    if settings.is_off or not state.layout.attention_ds:
+        return TodoHandle(unet, state, [])
+    flavour = hooks.DIFFUSERS if is_diffusers_unet(unet) else hooks.LDM
+    return TodoHandle(unet, state, hooks.install(unet, state, flavour))
+
+
+def remove(unet: nn.Module) -> int:
+    """Remove whatever lib_todo installed on `unet`; returns how many hooks went."""
+    return hooks.remove_tagged(unet)
+
+
+@contextmanager
+def patched(unet: nn.Module, settings: TodoSettings | None = None, **kwargs: Any) -> Iterator[TodoHandle]:
+    """`with patched(unet, settings): ...` runs the block with ToDo and removes it, also on exceptions."""
+    handle = apply(unet, settings, **kwargs)
+    try:
+        yield handle
+    finally:
+        handle.remove()
