@@ -1,9 +1,9 @@
 """ToDo: Token Downsampling for Stable Diffusion UNets (arXiv 2402.13573), in pure torch.
 
-    import lib_todo
-    handle = lib_todo.apply(unet, lib_todo.TodoSettings(factor=2))
-    ...
-    handle.remove()
+import lib_todo
+handle = lib_todo.apply(unet, lib_todo.TodoSettings(factor=2))
+...
+handle.remove()
 """
 
 from .downsample import downsample_kv
