@@ -112,7 +112,3 @@ class TodoState:
         if factor <= 1.0 or downsampled_grid(h, w, factor) == (h, w):
             return None
         return h, w, factor, level
-
-    def describe_applied(self) -> str:
-        """What was really applied, e.g. "2x/1x" for level 1 at 2, level 2 untouched."""
-        return "/".join(f"{self.applied.get(level, 1.0):g}x" for level in (1, 2))

@@ -1,0 +1,373 @@
+"""ToDo: Token Downsampling, as an always-visible script for A1111 (>= 1.10) and Forge.
+
+The core is `lib_todo` (pure torch). This file is the webui glue: the accordion, per-pass installation
+(A1111: forward pre-hooks on the UNet; Forge: an attn1 patch on a clone of the UNet patcher), the step
+window through the CFG denoiser callback, infotext, XYZ axes and cleanup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+from modules import script_callbacks, scripts, shared
+from modules.ui_components import InputAccordion
+
+import lib_todo
+from lib_todo.forge import patch_unet_patcher
+from lib_todo.infotext import ALL_KEYS, KEYS, from_infotext, to_infotext
+from lib_todo.script_args import ARG_NAMES, describe_passes, parse_script_args
+from lib_todo.settings import HIRES_MODES, METHODS, TodoSettings
+
+TITLE = "ToDo"
+OVERRIDES_ATTR = "todo_overrides"  # per-job values set by XYZ axes: {"factor": 2.0, ...}
+JOB_ATTR = "_todo_job"
+
+
+def log(message: str) -> None:
+    print(f"[ToDo] {message}")
+
+
+@dataclass
+class Pass:
+    """One sampling pass ToDo was installed for."""
+
+    label: str  # "" for the first pass, "hires" for the hires-fix pass
+    state: lib_todo.TodoState
+
+
+@dataclass
+class Job:
+    """ToDo's state for one generation job (one `process_images` call)."""
+
+    settings: TodoSettings
+    passes: list[Pass] = field(default_factory=list)
+    handle: lib_todo.TodoHandle | None = None  # A1111: hooks installed for the current pass
+    forge_original: Any = None  # Forge: the UNet patcher before our clone
+    told: set[str] = field(default_factory=set)
+
+    def tell_once(self, message: str) -> None:
+        if message not in self.told:
+            self.told.add(message)
+            log(message)
+
+
+CURRENT: dict[str, Job | None] = {"job": None}
+
+
+class TodoScript(scripts.Script):
+    sorting_priority = 15  # Forge: UI order among built-ins
+
+    def title(self) -> str:
+        return TITLE
+
+    def show(self, is_img2img: bool) -> Any:
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img: bool) -> list[Any]:
+        defaults = TodoSettings()
+        with InputAccordion(False, label="ToDo: token downsampling", elem_id=self.elem_id("enabled")) as enabled:
+            with gr.Row(elem_classes="todo-row"):
+                factor = gr.Slider(
+                    label="Factor (0 = auto)",
+                    minimum=0,
+                    maximum=8,
+                    step=1,
+                    value=defaults.factor,
+                    elem_id=self.elem_id("factor"),
+                )
+                factor_level2 = gr.Slider(
+                    label="Level 2 factor (0 = auto)",
+                    minimum=0,
+                    maximum=8,
+                    step=1,
+                    value=defaults.factor_level2,
+                    elem_id=self.elem_id("factor_level2"),
+                )
+                method = gr.Dropdown(
+                    label="Method", choices=list(METHODS), value=defaults.method, elem_id=self.elem_id("method")
+                )
+            with gr.Row(elem_classes="todo-row"):
+                start = gr.Slider(
+                    label="Start at",
+                    minimum=0,
+                    maximum=1,
+                    step=0.05,
+                    value=defaults.start,
+                    elem_id=self.elem_id("start"),
+                )
+                stop = gr.Slider(
+                    label="Stop at",
+                    minimum=0,
+                    maximum=1,
+                    step=0.05,
+                    value=defaults.stop,
+                    elem_id=self.elem_id("stop"),
+                )
+                hires_mode = gr.Dropdown(
+                    label="Hires pass",
+                    choices=list(HIRES_MODES),
+                    value=defaults.hires_mode,
+                    elem_id=self.elem_id("hires_mode"),
+                    visible=not is_img2img,
+                )
+                hires_factor = gr.Slider(
+                    label="Hires factor (0 = auto)",
+                    minimum=0,
+                    maximum=8,
+                    step=1,
+                    value=defaults.hires_factor,
+                    elem_id=self.elem_id("hires_factor"),
+                    visible=not is_img2img,
+                )
+        controls = [enabled, factor, factor_level2, method, start, stop, hires_mode, hires_factor]
+        self.infotext_fields = [(enabled, paste_enabled)] + [
+            (control, paste_setting(name)) for name, control in zip(ARG_NAMES[1:], controls[1:])
+        ]
+        self.paste_field_names = list(KEYS.values())
+        return controls
+
+    def process(self, p: Any, *args: Any) -> None:
+        finish_job(p)  # a job that raised skipped postprocess: clean up what it left
+        remove_everywhere()
+        request = parse_script_args(args, getattr(p, OVERRIDES_ATTR, None))
+        clear_infotext(p)
+        if request.problems:
+            log("; ".join(request.problems) + ". ToDo is off for this job.")
+            return
+        if not request.enabled:
+            return
+        job = Job(request.settings)
+        reason = unsupported_reason(p)
+        if reason:
+            log(f"{reason}; ToDo is off for this job.")
+            return
+        setattr(p, JOB_ATTR, job)
+        CURRENT["job"] = job
+
+    def process_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        job = getattr(p, JOB_ATTR, None)
+        if job is not None:
+            job.passes.clear()  # infotext of this batch tells this batch's passes
+
+    def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        job = getattr(p, JOB_ATTR, None)
+        if job is None:
+            return
+        release_pass(p, job)
+        hires = bool(getattr(p, "is_hr_pass", False))
+        settings = job.settings.for_pass(hires)
+        if settings is None:
+            return
+        if hires and getattr(shared.opts, "hypertile_enable_unet_secondpass", False):
+            job.tell_once("HyperTile U-Net is on for the hires pass; ToDo sits that pass out")
+            return
+        try:
+            state = install_pass(p, job, settings)
+        except (TypeError, AttributeError) as err:
+            job.tell_once(f"cannot patch this model's UNet ({err}); ToDo is off")
+            return
+        job.passes.append(Pass("hires" if hires else "", state))
+
+    def post_sample(self, p: Any, *args: Any, **kwargs: Any) -> None:
+        job = getattr(p, JOB_ATTR, None)
+        if job is not None:
+            write_infotext(p, job)
+
+    def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
+        finish_job(p)
+
+
+def install_pass(p: Any, job: Job, settings: TodoSettings) -> lib_todo.TodoState:
+    """Install ToDo for the pass about to run and return its live state."""
+    native_px = native_size(p.sd_model)
+    if is_forge(p.sd_model):
+        objects = p.sd_model.forge_objects
+        if job.forge_original is None:
+            job.forge_original = objects.unet
+        objects.unet, state = patch_unet_patcher(objects.unet, settings, native_px)
+        return state
+    job.handle = lib_todo.apply(p.sd_model.model.diffusion_model, settings, native_px=native_px)
+    return job.handle.state
+
+
+def release_pass(p: Any, job: Job) -> None:
+    """Undo the previous pass's installation (A1111); Forge resets its patcher before every pass itself."""
+    if job.handle is not None:
+        job.handle.remove()
+        job.handle = None
+
+
+def finish_job(p: Any) -> None:
+    """Remove everything the job installed, on A1111 and Forge."""
+    job = getattr(p, JOB_ATTR, None)
+    for candidate in (job, CURRENT["job"]):
+        if candidate is None:
+            continue
+        release_pass(p, candidate)
+        if candidate.forge_original is not None and is_forge(p.sd_model):
+            p.sd_model.forge_objects.unet = candidate.forge_original
+            candidate.forge_original = None
+    CURRENT["job"] = None
+    if job is not None:
+        delattr(p, JOB_ATTR)
+
+
+def remove_everywhere(sd_model: Any = None) -> None:
+    """Defensive: remove any lib_todo hook from the loaded model's UNet (A1111)."""
+    unet = a1111_unet(sd_model if sd_model is not None else getattr(shared, "sd_model", None))
+    if unet is not None:
+        lib_todo.remove(unet)
+
+
+def write_infotext(p: Any, job: Job) -> None:
+    """Settings into infotext when, and only when, ToDo acted in some pass of this batch."""
+    applied = describe_passes([(ps.label, ps.state.applied) for ps in job.passes])
+    clear_infotext(p)
+    if applied:
+        p.extra_generation_params.update(to_infotext(job.settings, applied))
+
+
+def clear_infotext(p: Any) -> None:
+    for key in ALL_KEYS:
+        p.extra_generation_params.pop(key, None)
+
+
+def paste_enabled(params: dict[str, str]) -> bool:
+    return from_infotext(params)[0] is not None
+
+
+def paste_setting(name: str) -> Any:
+    """A paste reader for one control: the value from infotext, or None (leave the control alone)."""
+
+    def read(params: dict[str, str]) -> Any:
+        settings, _ = from_infotext(params)
+        return None if settings is None else getattr(settings, name)
+
+    return read
+
+
+def on_infotext_pasted(infotext: str, params: dict[str, str]) -> None:
+    _, problems = from_infotext(params)
+    if problems:
+        log("the pasted ToDo settings make no sense (" + "; ".join(problems) + "); ToDo is left off")
+
+
+def on_cfg_denoiser(params: Any) -> None:
+    """The step window follows sampler steps, restarting with every pass (hires included)."""
+    job = CURRENT["job"]
+    if job is None or not job.passes:
+        return
+    total = max(1, int(getattr(params, "total_sampling_steps", 0) or 1))
+    job.passes[-1].state.set_progress(int(params.sampling_step) / total)
+
+
+def on_model_loaded(sd_model: Any) -> None:
+    remove_everywhere(sd_model)
+
+
+def on_script_unloaded() -> None:
+    remove_everywhere()
+    for callback in (on_cfg_denoiser, on_model_loaded, on_infotext_pasted, on_script_unloaded, add_axis_options):
+        script_callbacks.remove_callbacks_for_function(callback)
+
+
+def is_forge(sd_model: Any) -> bool:
+    return hasattr(sd_model, "forge_objects")
+
+
+def a1111_unet(sd_model: Any) -> Any:
+    return getattr(getattr(sd_model, "model", None), "diffusion_model", None)
+
+
+def native_size(sd_model: Any) -> int | None:
+    """Training size in pixels, from the webui's model flags (None lets the core guess from the layout)."""
+    if getattr(sd_model, "is_sdxl", False):
+        return 1024
+    if getattr(sd_model, "is_sd2", False) and getattr(sd_model, "parameterization", "") == "v":
+        return 768
+    if getattr(sd_model, "is_sd1", False) or getattr(sd_model, "is_sd2", False):
+        return 512
+    return None
+
+
+def unsupported_reason(p: Any) -> str | None:
+    """Why ToDo cannot run on this job, or None."""
+    model = p.sd_model
+    if getattr(model, "is_sd3", False):
+        return "SD3 has no UNet self-attention to downsample"
+    if is_forge(model):
+        if not any(getattr(model, flag, False) for flag in ("is_sd1", "is_sd2", "is_sdxl")):
+            return "this model is not SD1.x, SD2.x or SDXL (Flux and other DiT models are not supported)"
+    elif a1111_unet(model) is None:
+        return "no UNet found on this model"
+    if tensorrt_active():
+        return "a TensorRT UNet is active and bypasses the PyTorch UNet"
+    if getattr(shared.opts, "hypertile_enable_unet", False):
+        return "HyperTile U-Net is on (both tile self-attention; use one of them)"
+    return None
+
+
+def tensorrt_active() -> bool:
+    try:
+        from modules import sd_unet
+    except ImportError:
+        return False
+    return getattr(sd_unet, "current_unet", None) is not None
+
+
+# XYZ plot: every setting as an axis, applied to the job object only.
+
+
+def override_applier(name: str) -> Any:
+    def apply(p: Any, x: Any, xs: Any) -> None:
+        # copy(p) is shallow: build a new dict so one cell's value never reaches another cell.
+        setattr(p, OVERRIDES_ATTR, {**getattr(p, OVERRIDES_ATTR, {}), name: x})
+
+    return apply
+
+
+def override_confirm(name: str) -> Any:
+    def confirm(p: Any, xs: Any) -> None:
+        for x in xs:
+            problems = parse_script_args([True], {name: x}).problems
+            if problems:
+                raise ValueError(f"[ToDo] XYZ axis: {problems[0]}")
+
+    return confirm
+
+
+AXES = (
+    ("Enabled", str, "enabled", lambda: ["True", "False"]),
+    ("Factor", float, "factor", None),
+    ("Level 2 factor", float, "factor_level2", None),
+    ("Method", str, "method", lambda: list(METHODS)),
+    ("Start at", float, "start", None),
+    ("Stop at", float, "stop", None),
+    ("Hires pass", str, "hires_mode", lambda: list(HIRES_MODES)),
+    ("Hires factor", float, "hires_factor", None),
+)
+
+
+def add_axis_options() -> None:
+    found = [x for x in scripts.scripts_data if x.script_class.__module__ == "xyz_grid.py"]
+    if not found:
+        return
+    xyz_grid = found[0].module
+    known = {opt.label for opt in xyz_grid.axis_options}
+    for label, kind, name, choices in AXES:
+        label = f"[ToDo] {label}"
+        if label not in known:
+            xyz_grid.axis_options.append(
+                xyz_grid.AxisOption(
+                    label, kind, override_applier(name), confirm=override_confirm(name), choices=choices
+                )
+            )
+
+
+script_callbacks.on_cfg_denoiser(on_cfg_denoiser)
+script_callbacks.on_model_loaded(on_model_loaded)
+script_callbacks.on_infotext_pasted(on_infotext_pasted)
+script_callbacks.on_script_unloaded(on_script_unloaded)
+script_callbacks.on_before_ui(add_axis_options)
