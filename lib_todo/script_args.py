@@ -30,7 +30,7 @@ def parse_script_args(args: Sequence[Any], overrides: Mapping[str, Any] | None =
     so an XYZ axis of factors compares ToDo settings without ticking the accordion first. Problems are
     reported for an unusable "enabled" value, or for settings of an enabled ToDo.
     """
-    values = dict(zip(ARG_NAMES, args))
+    values = dict(zip(ARG_NAMES, args, strict=False))  # older callers send fewer args
     overrides = dict(overrides or {})
     if overrides and "enabled" not in overrides:
         overrides["enabled"] = True

@@ -66,67 +66,32 @@ class TodoScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img: bool) -> list[Any]:
-        defaults = TodoSettings()
+        d = TodoSettings()
+        hires = {"visible": not is_img2img}
         with InputAccordion(False, label="ToDo: token downsampling", elem_id=self.elem_id("enabled")) as enabled:
             with gr.Row(elem_classes="todo-row"):
-                factor = gr.Slider(
-                    label="Factor (0 = auto)",
-                    minimum=0,
-                    maximum=8,
-                    step=1,
-                    value=defaults.factor,
-                    elem_id=self.elem_id("factor"),
-                )
-                factor_level2 = gr.Slider(
-                    label="Level 2 factor (0 = auto)",
-                    minimum=0,
-                    maximum=8,
-                    step=1,
-                    value=defaults.factor_level2,
-                    elem_id=self.elem_id("factor_level2"),
-                )
-                method = gr.Dropdown(
-                    label="Method", choices=list(METHODS), value=defaults.method, elem_id=self.elem_id("method")
-                )
+                factor = self.slider("Factor (0 = auto)", "factor", 8, 1, d.factor)
+                factor_level2 = self.slider("Level 2 factor (0 = auto)", "factor_level2", 8, 1, d.factor_level2)
+                method = self.dropdown("Method", "method", METHODS, d.method)
             with gr.Row(elem_classes="todo-row"):
-                start = gr.Slider(
-                    label="Start at",
-                    minimum=0,
-                    maximum=1,
-                    step=0.05,
-                    value=defaults.start,
-                    elem_id=self.elem_id("start"),
-                )
-                stop = gr.Slider(
-                    label="Stop at",
-                    minimum=0,
-                    maximum=1,
-                    step=0.05,
-                    value=defaults.stop,
-                    elem_id=self.elem_id("stop"),
-                )
-                hires_mode = gr.Dropdown(
-                    label="Hires pass",
-                    choices=list(HIRES_MODES),
-                    value=defaults.hires_mode,
-                    elem_id=self.elem_id("hires_mode"),
-                    visible=not is_img2img,
-                )
-                hires_factor = gr.Slider(
-                    label="Hires factor (0 = auto)",
-                    minimum=0,
-                    maximum=8,
-                    step=1,
-                    value=defaults.hires_factor,
-                    elem_id=self.elem_id("hires_factor"),
-                    visible=not is_img2img,
-                )
+                start = self.slider("Start at", "start", 1, 0.05, d.start)
+                stop = self.slider("Stop at", "stop", 1, 0.05, d.stop)
+                hires_mode = self.dropdown("Hires pass", "hires_mode", HIRES_MODES, d.hires_mode, **hires)
+                hires_factor = self.slider("Hires factor (0 = auto)", "hires_factor", 8, 1, d.hires_factor, **hires)
         controls = [enabled, factor, factor_level2, method, start, stop, hires_mode, hires_factor]
         self.infotext_fields = [(enabled, paste_enabled)] + [
-            (control, paste_setting(name)) for name, control in zip(ARG_NAMES[1:], controls[1:])
+            (control, paste_setting(name)) for name, control in zip(ARG_NAMES[1:], controls[1:], strict=True)
         ]
         self.paste_field_names = list(KEYS.values())
         return controls
+
+    def slider(self, label: str, key: str, maximum: float, step: float, value: float, **kw: Any) -> Any:
+        return gr.Slider(
+            label=label, minimum=0, maximum=maximum, step=step, value=value, elem_id=self.elem_id(key), **kw
+        )
+
+    def dropdown(self, label: str, key: str, choices: tuple[str, ...], value: str, **kw: Any) -> Any:
+        return gr.Dropdown(label=label, choices=list(choices), value=value, elem_id=self.elem_id(key), **kw)
 
     def process(self, p: Any, *args: Any) -> None:
         finish_job(p)  # a job that raised skipped postprocess: clean up what it left
