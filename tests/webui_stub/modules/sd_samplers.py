@@ -1,0 +1,255 @@
+"""A tiny real sampler: k-diffusion Euler through A1111's CFG denoiser (sd_samplers_kdiffusion.py,
+sd_samplers_cfg_denoiser.py, sd_samplers_common.py), or Forge's `sampling_function` on Forge models.
+
+Step bookkeeping as in the webui: `launch_sampling(steps)` sets `state.sampling_steps = steps` and
+`state.sampling_step = 0`; k-diffusion's Euler calls the denoiser, then the step callback, which sets
+`state.sampling_step = i`. So `CFGDenoiserParams.sampling_step` reads 0, 0, 1, ..., steps-2 over a pass
+(the callback lags the denoiser by one call), `total_sampling_steps` is the pass's step count, and both
+restart with the hires pass. img2img and the hires pass run `t_enc + 1` steps (`setup_img2img_steps`).
+
+`inject_failure(step, hires)` makes the denoiser raise `InjectedFailure` at that step, which propagates out
+of `process_images` as a real sampling error does (so the scripts' `postprocess` is skipped).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from modules import script_callbacks, shared
+from modules.script_callbacks import (
+    AfterCFGCallbackParams,
+    CFGDenoisedParams,
+    CFGDenoiserParams,
+)
+
+
+class InterruptedException(BaseException):
+    pass
+
+
+class InjectedFailure(RuntimeError):
+    pass
+
+
+_failure: dict[str, Any] = {"step": None, "hires": False}
+
+
+def inject_failure(step: int = 0, hires: bool = False) -> None:
+    """Raise InjectedFailure in the denoiser at denoiser call `step` of the first pass or the hires pass."""
+    _failure.update(step=step, hires=hires)
+
+
+def clear_failure() -> None:
+    _failure.update(step=None, hires=False)
+
+
+def is_forge(sd_model: Any) -> bool:
+    return hasattr(sd_model, "forge_objects")
+
+
+def setup_img2img_steps(p: Any, steps: int | None = None) -> tuple[int, int]:
+    if shared.opts.img2img_fix_steps or steps is not None:
+        requested_steps = steps or p.steps
+        steps = int(requested_steps / min(p.denoising_strength, 0.999)) if p.denoising_strength > 0 else 0
+        t_enc = requested_steps - 1
+    else:
+        steps = p.steps
+        t_enc = int(min(p.denoising_strength, 0.999) * steps)
+    return steps, t_enc
+
+
+class CompVisDenoiser:
+    """k-diffusion's CompVisDenoiser around the A1111 model: scale the input, sigma -> t, eps -> denoised."""
+
+    def __init__(self, sd_model: Any) -> None:
+        self.inner_model = sd_model
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
+        from lib_todo.unets import a1111_skip_resize
+
+        s = sigma.view(-1, 1, 1, 1)
+        t = self.inner_model.schedule.sigma_to_t(sigma)
+        with a1111_skip_resize():
+            eps = self.inner_model.apply_model(x / (s**2 + 1) ** 0.5, t, cond)
+        return x - eps * s
+
+
+class CFGDenoiser:
+    def __init__(self, sampler: KDiffusionSampler) -> None:
+        self.sampler = sampler
+        self.steps = None
+        self.total_steps = None
+        self.step = 0
+        self.p = None
+        self.mask = None
+        self.nmask = None
+        self.init_latent = None
+        self.image_cfg_scale = None
+
+    @property
+    def inner_model(self) -> Any:
+        return CompVisDenoiser(shared.sd_model)
+
+    def __call__(self, x, sigma, uncond, cond, cond_scale, image_cond):
+        state = shared.state
+        if state.interrupted or state.skipped:
+            raise InterruptedException
+
+        batch_size = x.shape[0]
+        x_in = torch.cat([x, x])
+        sigma_in = torch.cat([sigma, sigma])
+        image_cond_in = torch.cat([image_cond, image_cond])
+        params = CFGDenoiserParams(
+            x_in, image_cond_in, sigma_in, state.sampling_step, state.sampling_steps, cond, uncond, self
+        )
+        script_callbacks.cfg_denoiser_callback(params)
+        x_in, image_cond_in, sigma_in = params.x, params.image_cond, params.sigma
+        cond, uncond = params.text_cond, params.text_uncond
+
+        if _failure["step"] == self.step and _failure["hires"] == bool(getattr(self.p, "is_hr_pass", False)):
+            raise InjectedFailure(f"injected failure at denoiser step {self.step}")
+
+        if is_forge(shared.sd_model):
+            denoised = forge_sampling_function(x_in[:batch_size], sigma_in[:batch_size], cond, uncond, cond_scale)
+        else:
+            inner = self.inner_model
+            cond_in = torch.cat([cond, uncond])
+
+            def make_cond(c_crossattn: torch.Tensor, c_concat: torch.Tensor) -> dict:
+                return {"c_crossattn": [c_crossattn], "c_concat": [c_concat]}
+
+            if shared.opts.batch_cond_uncond:
+                x_out = inner(x_in, sigma_in, cond=make_cond(cond_in, image_cond_in))
+            else:
+                x_out = torch.zeros_like(x_in)
+                for a in range(0, x_out.shape[0], batch_size):
+                    b = a + batch_size
+                    x_out[a:b] = inner(x_in[a:b], sigma_in[a:b], cond=make_cond(cond_in[a:b], image_cond_in[a:b]))
+            script_callbacks.cfg_denoised_callback(
+                CFGDenoisedParams(x_out, state.sampling_step, state.sampling_steps, inner)
+            )
+            denoised_uncond = x_out[batch_size:]
+            denoised = denoised_uncond + (x_out[:batch_size] - denoised_uncond) * cond_scale
+
+        self.sampler.last_latent = denoised
+        after = AfterCFGCallbackParams(denoised, state.sampling_step, state.sampling_steps)
+        script_callbacks.cfg_after_cfg_callback(after)
+        self.step += 1
+        return after.x
+
+
+def forge_sampling_function(x, sigma, cond, uncond, cond_scale) -> torch.Tensor:
+    """backend/sampling/sampling_function.py for one cond and one uncond: the patcher is read per call from
+    `sd_model.forge_objects.unet`; both go in one batch, uncond first (`cond_or_uncond=[1, 0]`); cfg 1 skips
+    the uncond unless `disable_cfg1_optimization`."""
+    unet = shared.sd_model.forge_objects.unet
+    model_options = unet.model_options
+    skip_uncond = cond_scale == 1.0 and not model_options.get("disable_cfg1_optimization", False)
+    cond_or_uncond = [0] if skip_uncond else [1, 0]
+    chunks = {0: (x, cond), 1: (x, uncond)}
+    b = int(sigma.shape[0])
+
+    to = dict(model_options.get("transformer_options", {}))
+    to["cond_or_uncond"] = cond_or_uncond[:]
+    to["sigmas"] = sigma
+    to["cond_mark"] = torch.tensor([cx for cx in cond_or_uncond for _ in range(b)], dtype=sigma.dtype)
+    to["cond_indices"] = [i * b + j for i, cx in enumerate(cond_or_uncond) if cx == 0 for j in range(b)]
+    to["uncond_indices"] = [i * b + j for i, cx in enumerate(cond_or_uncond) if cx == 1 for j in range(b)]
+
+    input_x = torch.cat([chunks[cx][0] for cx in cond_or_uncond])
+    context = torch.cat([chunks[cx][1] for cx in cond_or_uncond])
+    sigmas = torch.cat([sigma] * len(cond_or_uncond))
+    out = unet.model.apply_model(input_x, sigmas, context, to).chunk(len(cond_or_uncond))
+    preds = dict(zip(cond_or_uncond, out, strict=True))
+    if skip_uncond:
+        return preds[0]
+    return preds[1] + (preds[0] - preds[1]) * cond_scale
+
+
+def sample_euler(model, x, sigmas, extra_args, callback) -> torch.Tensor:
+    """k_diffusion.sampling.sample_euler (no churn): denoise, report step i, step to the next sigma."""
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        d = (x - denoised) / sigmas[i]
+        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        x = x + d * (sigmas[i + 1] - sigmas[i])
+    return x
+
+
+class KDiffusionSampler:
+    def __init__(self, name: str, sd_model: Any) -> None:
+        self.name = name
+        self.model_wrap_cfg = CFGDenoiser(self)
+        self.sampler_extra_args: dict = {}
+        self.last_latent = None
+        self.stop_at = None
+        self.p = None
+
+    def get_sigmas(self, p: Any, steps: int) -> torch.Tensor:
+        return shared.sd_model.schedule.get_sigmas(steps)
+
+    def callback_state(self, d: dict) -> None:
+        step = d["i"]
+        if self.stop_at is not None and step > self.stop_at:
+            raise InterruptedException
+        shared.state.sampling_step = step
+
+    def launch_sampling(self, steps: int, func: Any) -> torch.Tensor:
+        self.model_wrap_cfg.steps = steps
+        self.model_wrap_cfg.total_steps = steps
+        shared.state.sampling_steps = steps
+        shared.state.sampling_step = 0
+        try:
+            return func()
+        except InterruptedException:
+            return self.last_latent
+
+    def initialize(self, p: Any) -> None:
+        self.p = p
+        self.model_wrap_cfg.p = p
+        self.model_wrap_cfg.step = 0
+        self.model_wrap_cfg.mask = getattr(p, "mask", None)
+        self.model_wrap_cfg.nmask = getattr(p, "nmask", None)
+        self.model_wrap_cfg.image_cfg_scale = getattr(p, "image_cfg_scale", None)
+
+    def _extra_args(self, p, conditioning, unconditional_conditioning, image_conditioning) -> dict:
+        self.sampler_extra_args = {
+            "cond": conditioning,
+            "image_cond": image_conditioning,
+            "uncond": unconditional_conditioning,
+            "cond_scale": p.cfg_scale,
+        }
+        return self.sampler_extra_args
+
+    def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
+        steps = steps or p.steps
+        sigmas = self.get_sigmas(p, steps)
+        x = x * sigmas[0]
+        self.initialize(p)
+        args = self._extra_args(p, conditioning, unconditional_conditioning, image_conditioning)
+        self.last_latent = x
+        return self.launch_sampling(
+            steps, lambda: sample_euler(self.model_wrap_cfg, x, sigmas, args, self.callback_state)
+        )
+
+    def sample_img2img(
+        self, p, x, noise, conditioning, unconditional_conditioning, steps=None, image_conditioning=None
+    ):
+        steps, t_enc = setup_img2img_steps(p, steps)
+        sigmas = self.get_sigmas(p, steps)
+        sigma_sched = sigmas[steps - t_enc - 1 :]
+        xi = x + noise * sigma_sched[0]
+        self.initialize(p)
+        self.model_wrap_cfg.init_latent = x
+        self.last_latent = x
+        args = self._extra_args(p, conditioning, unconditional_conditioning, image_conditioning)
+        return self.launch_sampling(
+            t_enc + 1, lambda: sample_euler(self.model_wrap_cfg, xi, sigma_sched, args, self.callback_state)
+        )
+
+
+def create_sampler(name: str, model: Any) -> KDiffusionSampler:
+    return KDiffusionSampler(name or "Euler", model)
