@@ -5,9 +5,6 @@ The core is `lib_todo` (pure torch). This file is the webui glue: the accordion,
 window through the CFG denoiser callback, infotext, XYZ axes and cleanup.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -17,7 +14,8 @@ from modules.ui_components import InputAccordion
 import lib_todo
 from lib_todo.forge import patch_unet_patcher
 from lib_todo.infotext import ALL_KEYS, KEYS, from_infotext, to_infotext
-from lib_todo.script_args import ARG_NAMES, describe_passes, parse_script_args
+from lib_todo.job import TodoJob
+from lib_todo.script_args import ARG_NAMES, parse_script_args
 from lib_todo.settings import HIRES_MODES, METHODS, TodoSettings
 
 TITLE = "ToDo"
@@ -29,31 +27,8 @@ def log(message: str) -> None:
     print(f"[ToDo] {message}")
 
 
-@dataclass
-class Pass:
-    """One sampling pass ToDo was installed for."""
-
-    label: str  # "" for the first pass, "hires" for the hires-fix pass
-    state: lib_todo.TodoState
-
-
-@dataclass
-class Job:
-    """ToDo's state for one generation job (one `process_images` call)."""
-
-    settings: TodoSettings
-    passes: list[Pass] = field(default_factory=list)
-    handle: lib_todo.TodoHandle | None = None  # A1111: hooks installed for the current pass
-    forge_original: Any = None  # Forge: the UNet patcher before our clone
-    told: set[str] = field(default_factory=set)
-
-    def tell_once(self, message: str) -> None:
-        if message not in self.told:
-            self.told.add(message)
-            log(message)
-
-
-CURRENT: dict[str, Job | None] = {"job": None}
+# A1111 and Forge run one job at a time: the CFG-denoiser callback finds it here.
+CURRENT: dict[str, Any] = {"job": None}
 
 
 class TodoScript(scripts.Script):
@@ -103,7 +78,7 @@ class TodoScript(scripts.Script):
             return
         if not request.enabled:
             return
-        job = Job(request.settings)
+        job = TodoJob(request.settings)
         reason = unsupported_reason(p)
         if reason:
             log(f"{reason}; ToDo is off for this job.")
@@ -114,7 +89,7 @@ class TodoScript(scripts.Script):
     def process_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
         job = getattr(p, JOB_ATTR, None)
         if job is not None:
-            job.passes.clear()  # infotext of this batch tells this batch's passes
+            job.passes.clear()  # the infotext of a batch tells that batch's passes
 
     def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
         job = getattr(p, JOB_ATTR, None)
@@ -126,14 +101,14 @@ class TodoScript(scripts.Script):
         if settings is None:
             return
         if hires and getattr(shared.opts, "hypertile_enable_unet_secondpass", False):
-            job.tell_once("HyperTile U-Net is on for the hires pass; ToDo sits that pass out")
+            tell(job, "HyperTile U-Net is on for the hires pass; ToDo sits that pass out")
             return
         try:
             state = install_pass(p, job, settings)
         except (TypeError, AttributeError) as err:
-            job.tell_once(f"cannot patch this model's UNet ({err}); ToDo is off")
+            tell(job, f"cannot patch this model's UNet ({err}); ToDo is off")
             return
-        job.passes.append(Pass("hires" if hires else "", state))
+        job.start_pass("hires" if hires else "", state)
 
     def post_sample(self, p: Any, *args: Any, **kwargs: Any) -> None:
         job = getattr(p, JOB_ATTR, None)
@@ -144,20 +119,30 @@ class TodoScript(scripts.Script):
         finish_job(p)
 
 
-def install_pass(p: Any, job: Job, settings: TodoSettings) -> lib_todo.TodoState:
+def tell(job: TodoJob, message: str) -> None:
+    if job.tell_once(message):
+        log(message)
+
+
+def install_pass(p: Any, job: TodoJob, settings: TodoSettings) -> lib_todo.TodoState:
     """Install ToDo for the pass about to run and return its live state."""
     native_px = native_size(p.sd_model)
     if is_forge(p.sd_model):
         objects = p.sd_model.forge_objects
+        base = objects.unet
+        if base is job.forge_clone:  # Forge's hires pass may call us before its reset: never stack patches
+            base = job.forge_base
         if job.forge_original is None:
-            job.forge_original = objects.unet
-        objects.unet, state = patch_unet_patcher(objects.unet, settings, native_px)
+            job.forge_original = base
+        job.forge_base = base
+        job.forge_clone, state = patch_unet_patcher(base, settings, native_px)
+        objects.unet = job.forge_clone
         return state
     job.handle = lib_todo.apply(p.sd_model.model.diffusion_model, settings, native_px=native_px)
     return job.handle.state
 
 
-def release_pass(p: Any, job: Job) -> None:
+def release_pass(p: Any, job: TodoJob) -> None:
     """Undo the previous pass's installation (A1111); Forge resets its patcher before every pass itself."""
     if job.handle is not None:
         job.handle.remove()
@@ -186,9 +171,9 @@ def remove_everywhere(sd_model: Any = None) -> None:
         lib_todo.remove(unet)
 
 
-def write_infotext(p: Any, job: Job) -> None:
+def write_infotext(p: Any, job: TodoJob) -> None:
     """Settings into infotext when, and only when, ToDo acted in some pass of this batch."""
-    applied = describe_passes([(ps.label, ps.state.applied) for ps in job.passes])
+    applied = job.applied()
     clear_infotext(p)
     if applied:
         p.extra_generation_params.update(to_infotext(job.settings, applied))
@@ -222,10 +207,14 @@ def on_infotext_pasted(infotext: str, params: dict[str, str]) -> None:
 def on_cfg_denoiser(params: Any) -> None:
     """The step window follows sampler steps, restarting with every pass (hires included)."""
     job = CURRENT["job"]
-    if job is None or not job.passes:
+    if job is None:
         return
-    total = max(1, int(getattr(params, "total_sampling_steps", 0) or 1))
-    job.passes[-1].state.set_progress(int(params.sampling_step) / total)
+    # The denoiser's own counter, as A1111's refiner switch uses: params.sampling_step lags one call behind.
+    denoiser = getattr(params, "denoiser", None)
+    step, total = getattr(denoiser, "step", None), getattr(denoiser, "total_steps", None)
+    if not isinstance(step, int) or not isinstance(total, int) or total <= 0:
+        step, total = params.sampling_step, params.total_sampling_steps
+    job.set_progress(int(step), int(total))
 
 
 def on_model_loaded(sd_model: Any) -> None:
