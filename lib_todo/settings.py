@@ -66,7 +66,7 @@ class TodoSettings:
             object.__setattr__(self, f.name, _validate(f.name, getattr(self, f.name)))
         if self.start >= self.stop:
             raise ValueError(
-                f"ToDo start/stop: got start={self.start:g} and stop={self.stop:g}; start must be below stop"
+                f"ToDo start/stop: got start={self.start:g} and stop={self.stop:g}; accepted: start below stop"
             )
 
     @property
