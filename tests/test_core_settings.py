@@ -42,7 +42,7 @@ def test_start_not_below_stop_is_rejected(start, stop):
         TodoSettings(start=start, stop=stop)
     message = str(err.value)
     assert f"start={start:g}" in message and f"stop={stop:g}" in message
-    assert "start must be below stop" in message
+    assert "start/stop" in message and "below" in message  # what is accepted
 
 
 def test_valid_values_are_canonical():
