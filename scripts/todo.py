@@ -51,6 +51,7 @@ class TodoScript(scripts.Script):
             with gr.Row(elem_classes="todo-row"):
                 start = self.slider("Start at", "start", 1, 0.05, d.start)
                 stop = self.slider("Stop at", "stop", 1, 0.05, d.stop)
+            with gr.Row(elem_classes="todo-row", **hires):
                 hires_mode = self.dropdown("Hires pass", "hires_mode", HIRES_MODES, d.hires_mode, **hires)
                 hires_factor = self.slider("Hires factor (0 = auto)", "hires_factor", 8, 1, d.hires_factor, **hires)
         controls = [enabled, factor, factor_level2, method, start, stop, hires_mode, hires_factor]
