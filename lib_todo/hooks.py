@@ -34,11 +34,15 @@ DIFFUSERS = UnetFlavour(latent_arg="sample", context_kwarg="encoder_hidden_state
 
 
 def self_attention_modules(unet: nn.Module) -> list[nn.Module]:
-    """The `attn1` of every BasicTransformerBlock (ldm, sgm and diffusers share the name)."""
+    """The `attn1` of every BasicTransformerBlock (ldm, sgm and diffusers share the name).
+
+    Subclasses count: tomesd swaps each block's class for its `ToMeBlock` subclass.
+    """
     return [
         m.attn1
         for m in unet.modules()
-        if type(m).__name__ == "BasicTransformerBlock" and isinstance(getattr(m, "attn1", None), nn.Module)
+        if any(c.__name__ == "BasicTransformerBlock" for c in type(m).__mro__)
+        and isinstance(getattr(m, "attn1", None), nn.Module)
     ]
 
 

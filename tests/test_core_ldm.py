@@ -231,11 +231,6 @@ def test_tomesd_merged_layers_left_alone():
     _tomesd_run("todo first")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hooks.self_attention_modules matches type(m).__name__ == 'BasicTransformerBlock'; tomesd renames "
-    "the class to ToMeBlock, so ToDo applied after tomesd installs no attn1 hook",
-)
 def test_tomesd_first_then_todo_still_acts():
     _tomesd_run("tomesd first")
 
