@@ -66,7 +66,7 @@ def example_inputs(
     latent = rand(batch, 4, height_px // 8, width_px // 8)
     timesteps = torch.full((batch,), 500.0, device=device)
     if SPECS[name].family == "ldm":
-        return (latent, timesteps), {"context": rand(batch, tokens, _ldm_context_dim(unet))}
+        return (latent, timesteps), {"context": rand(batch, tokens, context_dim_of(unet))}
     kwargs: dict[str, Any] = {"encoder_hidden_states": rand(batch, tokens, unet.config.cross_attention_dim)}
     if unet.config.addition_embed_type == "text_time":
         time_dim = unet.config.addition_time_embed_dim
@@ -110,7 +110,8 @@ def a1111_skip_resize() -> Iterator[None]:
         openaimodel.th = saved
 
 
-def _ldm_context_dim(unet: nn.Module) -> int:
+def context_dim_of(unet: nn.Module) -> int:
+    """Width of the text context an ldm UNet takes (its cross-attention key input)."""
     for m in unet.modules():
         if type(m).__name__ == "BasicTransformerBlock":
             return m.attn2.to_k.in_features

@@ -225,3 +225,32 @@ def sdp_cross_attention() -> Iterator[None]:
         yield
     finally:
         CrossAttention.forward = saved
+
+
+def assert_level1_matches_manual_attention(
+    unet: nn.Module, args: tuple, kwargs: dict, settings, hw: tuple[int, int], ds: int, least: int
+) -> None:
+    """Each level-1 attn1 output under ToDo (factor 2) equals attention written out by hand with keys and
+    values from F.interpolate(nearest-exact) of its input, and differs from full attention."""
+    import lib_todo
+
+    h, w = grid_after(hw, ds)
+    records = []
+
+    def record(module, hook_args, hook_kwargs, out):
+        if hook_args[0].shape[1] == h * w:
+            records.append((module, hook_args[0].clone(), out.clone()))
+
+    handles = [m.register_forward_hook(record, with_kwargs=True) for m in attn1_modules(unet)]
+    try:
+        with lib_todo.patched(unet, settings):
+            run(unet, args, kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(records) >= least
+    with torch.no_grad():
+        for module, x, out in records:
+            kv = interpolate_tokens(x, h, w, (h // 2, w // 2))
+            assert torch.allclose(out, manual_attention(module, x, kv), atol=1e-5, rtol=1e-4)
+            assert not torch.allclose(out, manual_attention(module, x, x), atol=1e-4)

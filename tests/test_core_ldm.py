@@ -45,24 +45,8 @@ def test_off_is_bit_identical_and_unhooked(name):
 def test_factor2_attn1_equals_manual_attention(name):
     """Each level-1 attn1 output equals attention written out with k/v from F.interpolate(norm1 output)."""
     unet, args, kwargs = _setup(name, (16, 24))
-    h, w = ch.grid_after((16, 24), LEVEL1_DS[name])
-    records = []
-
-    def record(module, hook_args, hook_kwargs, out):
-        if hook_args[0].shape[1] == h * w:
-            records.append((module, hook_args[0].clone(), out.clone()))
-
-    handles = [m.register_forward_hook(record, with_kwargs=True) for m in ch.attn1_modules(unet)]
-    with lib_todo.patched(unet, TWO):
-        ch.run(unet, args, kwargs)
-    for handle in handles:
-        handle.remove()
-    assert len(records) == 5  # 2 input + 3 output blocks on level 1
-    with torch.no_grad():
-        for module, x, out in records:
-            kv = ch.interpolate_tokens(x, h, w, (h // 2, w // 2))
-            assert torch.allclose(out, ch.manual_attention(module, x, kv), atol=1e-5, rtol=1e-4)
-            assert not torch.allclose(out, ch.manual_attention(module, x, x), atol=1e-4)
+    # 2 input + 3 output blocks on level 1
+    ch.assert_level1_matches_manual_attention(unet, args, kwargs, TWO, (16, 24), LEVEL1_DS[name], least=5)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -29,9 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from ldm.modules.attention import BasicTransformerBlock, SpatialTransformer
-from ldm.modules.diffusionmodules import openaimodel
+from ldm.modules.attention import SpatialTransformer
 from torch import nn
 
 from lib_todo import unets
@@ -86,38 +84,6 @@ def text_conditioning(prompts: list[str], context_dim: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-class _ResizingTorch:
-    """`torch` as ldm's openaimodel sees it, with A1111's skip-connection `cat`: the first tensor is resized
-    (nearest) to the second's size, so latents whose size is not a multiple of 8 run (Forge's UNet does the
-    same through `output_shape`)."""
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(torch, item)
-
-    @staticmethod
-    def cat(tensors: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if len(tensors) == 2 and tensors[0].shape[-2:] != tensors[1].shape[-2:]:
-            tensors = (F.interpolate(tensors[0], tensors[1].shape[-2:], mode="nearest"), tensors[1])
-        return torch.cat(tensors, *args, **kwargs)
-
-
-@contextlib.contextmanager
-def resize_skips() -> Iterator[None]:
-    saved = openaimodel.th
-    openaimodel.th = _ResizingTorch()
-    try:
-        yield
-    finally:
-        openaimodel.th = saved
-
-
-def _context_dim(unet: nn.Module) -> int:
-    for m in unet.modules():
-        if isinstance(m, BasicTransformerBlock):
-            return m.attn2.to_k.in_features
-    raise ValueError("no transformer block")
-
-
 def _checkpoint_info(arch: str) -> SimpleNamespace:
     name = f"stub-{arch}"
     return SimpleNamespace(
@@ -149,7 +115,7 @@ class _ModelBase:
         self.latent_channels = 4
         self.schedule = DiscreteSchedule()
         self.alphas_cumprod = self.schedule.alphas_cumprod
-        self.context_dim = _context_dim(unet)
+        self.context_dim = unets.context_dim_of(unet)
 
     def get_learned_conditioning(self, prompts: list[str]) -> torch.Tensor:
         return text_conditioning(list(prompts), self.context_dim)
@@ -373,7 +339,7 @@ def run_forge_unet(unet: nn.Module, x, timesteps, context, transformer_options: 
                 handles.append(attn.register_forward_pre_hook(before_attn1, with_kwargs=True, prepend=True))
             if "attn1_output_patch" in patches:
                 handles.append(attn.register_forward_hook(after_attn1, with_kwargs=True))
-        with resize_skips():
+        with unets.a1111_skip_resize():
             return unet(x, timesteps, context=context)
     finally:
         for handle in handles:
