@@ -231,48 +231,31 @@ class WebUI:
             args[0] = runner.selectable_scripts.index(script) + 1
         return args
 
-    def make_txt2img(
+    def make_txt2img(self, alwayson: dict[str, list] | None = None, **kwargs: Any) -> Any:
+        """A txt2img job `p`; kwargs: selectable=(title, args), api, script_args, and any job field."""
+        return self._make(False, alwayson, **kwargs)
+
+    def make_img2img(self, alwayson: dict[str, list] | None = None, **kwargs: Any) -> Any:
+        """An img2img job `p`, as make_txt2img."""
+        return self._make(True, alwayson, **kwargs)
+
+    def _make(
         self,
-        alwayson: dict[str, list] | None = None,
+        is_img2img: bool,
+        alwayson: dict[str, list] | None,
         *,
         selectable=None,
         api: bool = False,
         script_args: list | None = None,
         **fields: Any,
     ) -> Any:
-        return self._make(
-            self.processing.StableDiffusionProcessingTxt2Img,
-            False,
-            alwayson,
-            selectable,
-            api,
-            script_args,
-            {**self.TXT2IMG_DEFAULTS, **fields},
-        )
-
-    def make_img2img(
-        self,
-        alwayson: dict[str, list] | None = None,
-        *,
-        selectable=None,
-        api: bool = False,
-        script_args: list | None = None,
-        **fields: Any,
-    ) -> Any:
-        return self._make(
-            self.processing.StableDiffusionProcessingImg2Img,
-            True,
-            alwayson,
-            selectable,
-            api,
-            script_args,
-            {**self.IMG2IMG_DEFAULTS, **fields},
-        )
-
-    def _make(self, cls, is_img2img, alwayson, selectable, api, script_args, fields) -> Any:
         if script_args is None:
             script_args = self.script_args(alwayson, selectable=selectable, is_img2img=is_img2img, api=api)
-        p = cls(sd_model=self.shared.sd_model, **fields)
+        if is_img2img:
+            cls, defaults = self.processing.StableDiffusionProcessingImg2Img, self.IMG2IMG_DEFAULTS
+        else:
+            cls, defaults = self.processing.StableDiffusionProcessingTxt2Img, self.TXT2IMG_DEFAULTS
+        p = cls(sd_model=self.shared.sd_model, **{**defaults, **fields})
         p.is_api = api
         p.scripts = self.runner(is_img2img)
         p.script_args = tuple(script_args) if api else script_args  # setting both runs the scripts' setup()
