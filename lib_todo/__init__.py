@@ -7,6 +7,7 @@ handle.remove()
 """
 
 from .downsample import downsample_kv
+from .forge import patch_unet_patcher
 from .grid import downsampled_grid, grid_for_tokens, level_grid
 from .hooks import has_hooks
 from .patch import TodoHandle, apply, patched, remove
@@ -31,6 +32,7 @@ __all__ = [
     "grid_for_tokens",
     "has_hooks",
     "level_grid",
+    "patch_unet_patcher",
     "patched",
     "remove",
     "resolve_factors",
