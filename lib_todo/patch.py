@@ -39,6 +39,11 @@ class TodoHandle:
         """Tell the step window how far sampling is (0 = first step, 1 = done)."""
         self.state.set_progress(fraction)
 
+    def diffusers_callback(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+        """For a diffusers pipeline's `callback_on_step_end`: moves the step window on after each step."""
+        self.set_progress((step + 1) / max(1, int(getattr(pipe, "num_timesteps", 0) or 1)))
+        return callback_kwargs
+
     def remove(self) -> None:
         for handle in self._torch_handles:
             handle.remove()
@@ -51,12 +56,14 @@ class TodoHandle:
         self.remove()
 
 
-def apply(unet: nn.Module, settings: TodoSettings | None = None, *, native_px: int | None = None) -> TodoHandle:
+def apply(model: Any, settings: TodoSettings | None = None, *, native_px: int | None = None) -> TodoHandle:
     """Install ToDo on an ldm/sgm UNetModel or a diffusers UNet2DConditionModel.
 
-    Re-applying replaces what was there. With both factors at 1 nothing is installed at all.
-    `native_px` is the model's training size (default: 512, or 1024 for SDXL-like layouts).
+    `model` may also be what holds the UNet: a diffusers pipeline (`.unet`) or an A1111 model
+    (`.model.diffusion_model`). Re-applying replaces what was there. With both factors at 1 nothing is
+    installed at all. `native_px` is the model's training size (default: 512, or 1024 for SDXL-like layouts).
     """
+    unet = unet_of(model)
     settings = settings or TodoSettings()
     state = TodoState(settings, layout_of(unet, native_px))
     remove(unet)
@@ -66,15 +73,23 @@ def apply(unet: nn.Module, settings: TodoSettings | None = None, *, native_px: i
     return TodoHandle(unet, state, hooks.install(unet, state, flavour))
 
 
-def remove(unet: nn.Module) -> int:
-    """Remove whatever lib_todo installed on `unet`; returns how many hooks went."""
-    return hooks.remove_tagged(unet)
+def remove(model: Any) -> int:
+    """Remove whatever lib_todo installed on a UNet (or what holds it); returns how many hooks went."""
+    return hooks.remove_tagged(unet_of(model))
+
+
+def unet_of(model: Any) -> nn.Module:
+    """The UNet itself, given it or a diffusers pipeline (`.unet`) or an A1111 model (`.model.diffusion_model`)."""
+    if isinstance(getattr(model, "unet", None), nn.Module):
+        return model.unet
+    inner = getattr(getattr(model, "model", None), "diffusion_model", None)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 @contextmanager
-def patched(unet: nn.Module, settings: TodoSettings | None = None, **kwargs: Any) -> Iterator[TodoHandle]:
+def patched(model: Any, settings: TodoSettings | None = None, **kwargs: Any) -> Iterator[TodoHandle]:
     """`with patched(unet, settings): ...` runs the block with ToDo and removes it, also on exceptions."""
-    handle = apply(unet, settings, **kwargs)
+    handle = apply(model, settings, **kwargs)
     try:
         yield handle
     finally:
