@@ -89,7 +89,6 @@ class WebUI:
             processing,
             script_callbacks,
             scripts,
-            sd_models,
             sd_samplers,
             shared,
             ui_components,
@@ -100,7 +99,6 @@ class WebUI:
         self.processing = processing
         self.script_callbacks = script_callbacks
         self.scripts = scripts
-        self.sd_models = sd_models
         self.sd_samplers = sd_samplers
         self.shared = shared
         self.ui_components = ui_components

@@ -284,14 +284,14 @@ def test_xyz_cells_are_shallow_copies(webui):
     module = probe(webui)
     module.ACTIONS["process"] = lambda p, *a: p.extra_generation_params.update({"Probe n": p.probe_n})
     xyz = webui.xyz_grid
-    p = webui.make_txt2img(override_settings={"token_merging_ratio": 0.0})
-    grid = xyz.run_grid(p, (xyz.find_option("[Probe] n"), [1, 2]), (xyz.find_option("Token merging ratio"), [0.5]))
+    p = webui.make_txt2img(override_settings={"hypertile_enable_unet": False})
+    grid = xyz.run_grid(p, (xyz.find_option("[Probe] n"), [1, 2]), (xyz.find_option("Hypertile U-Net"), ["True"]))
     webui.assert_no_errors()
     assert [webui.parse_generation_parameters(t)["Probe n"] for t in grid.infotexts] == ["1", "2"]
-    assert "X Type: [Probe] n" in grid.info
+    assert "X Type: [Probe] n" in grid.info and "Y Type: Hypertile U-Net" in grid.info
     assert p.extra_generation_params["Probe n"] == 2  # the cells wrote into the shared dict
-    assert p.override_settings["token_merging_ratio"] == 0.5  # apply_override writes the shared dict...
-    assert webui.shared.opts.token_merging_ratio == 0.0  # ...but process_images restores the setting
+    assert p.override_settings["hypertile_enable_unet"] is True  # apply_override writes the shared dict...
+    assert webui.shared.opts.hypertile_enable_unet is False  # ...but process_images restores the setting
 
 
 def test_selectable_xyz_script_through_run_job(webui):

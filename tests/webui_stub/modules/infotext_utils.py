@@ -1,12 +1,11 @@
-"""modules/infotext_utils.py: reading infotext back, and what "paste" does with the values.
+"""Stand-in for modules/infotext_utils.py: reading infotext back, and what pasting it does to the UI.
 
-- `quote`/`unquote`: JSON-quote a value that contains ",", ":" or a newline.
-- `parse_generation_parameters`: the real parsing rules (the last line holds `key: value` pairs matched by
-  the same pattern; quoted values are unquoted; `WxH` values split into `key-1`/`key-2`; the defaults the
-  real function adds for absent keys; `skip_fields`, defaulting to `opts.infotext_skip_pasting`). Style
-  extraction, emphasis detection and version back-compat are left out (no styles or old versions here).
-- `apply_paste` / `paste`: the value conversion of `connect_paste`'s `paste_func` (UI paste button).
-- `api_script_args`: what the API's `apply_infotext` puts into script args (`mentioned_script_args`).
+Infotext is "prompt\\nNegative prompt: ...\\nKey: value, Key: value, ...". A value holding ",", ":" or a
+newline is written as a JSON string (`quote`) and read back with `unquote`; a `WxH` value is read as
+`<key>-1` and `<key>-2`. Styles, emphasis and old-version fixes of the real parser are not modelled.
+
+`apply_paste`/`paste` convert values as the UI paste button does; `api_script_args` as the API does when
+a request carries `infotext`.
 """
 
 from __future__ import annotations
@@ -15,181 +14,145 @@ import json
 import re
 from typing import Any
 
-import gradio as gr
+from modules import errors, script_callbacks
 
-from modules import errors, script_callbacks, shared
-
-re_param_code = r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)'
-re_param = re.compile(re_param_code)
-re_imagesize = re.compile(r"^(\d+)x(\d+)$")
-type_of_gr_update = type(gr.update())
+# one `Key: value` entry of the parameters line: the value is a JSON string or runs to the next comma
+PARAM = re.compile(
+    r"""\s*
+    (?P<key>\w[-\w /]+)            # a key starts with a word character
+    :\s*
+    (?P<value>"(?:\\.|[^\\"])+"    # "a JSON string, with \\ escapes"
+             |[^,]*)               # or plain text
+    (?:,|$)""",
+    re.VERBOSE,
+)
+SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 UNCHANGED = object()
-"""What `apply_paste` gives for a field that paste leaves alone (the real code returns `gr.update()`)."""
+"""`apply_paste`'s value for a field that pasting leaves alone (the webui sends an empty `gr.update()`)."""
+
+_NEEDS_QUOTES = (",", ":", "\n")
 
 
 def quote(text: Any) -> Any:
-    if "," not in str(text) and "\n" not in str(text) and ":" not in str(text):
-        return text
-    return json.dumps(text, ensure_ascii=False)
+    """`text` as is, or JSON-quoted when it would break the `key: value, ...` line."""
+    as_str = str(text)
+    return json.dumps(text, ensure_ascii=False) if any(c in as_str for c in _NEEDS_QUOTES) else text
 
 
 def unquote(text: str) -> str:
-    if len(text) == 0 or text[0] != '"' or text[-1] != '"':
+    if not (len(text) >= 2 and text.startswith('"') and text.endswith('"')):
         return text
     try:
         return json.loads(text)
-    except Exception:
+    except ValueError:
         return text
 
 
-DEFAULTS_WHEN_ABSENT = {
-    "Clip skip": "1",
-    "Hires sampler": "Use same sampler",
-    "Hires schedule type": "Use same scheduler",
-    "Hires checkpoint": "Use same checkpoint",
-    "Hires prompt": "",
-    "Hires negative prompt": "",
-    "Mask mode": "Inpaint masked",
-    "Masked content": "original",
-    "Inpaint area": "Whole picture",
-    "Masked area padding": 32,
-    "RNG": "GPU",
-    "Schedule type": "Automatic",
-    "Schedule max sigma": 0,
-    "Schedule min sigma": 0,
-    "Schedule rho": 0,
-    "VAE Encoder": "Full",
-    "VAE Decoder": "Full",
-    "FP8 weight": "Disable",
-    "Refiner switch by sampling steps": False,
-}
-
-
 def parse_generation_parameters(x: str, skip_fields: list[str] | None = None) -> dict[str, Any]:
-    if skip_fields is None:
-        skip_fields = shared.opts.infotext_skip_pasting
+    """Infotext -> {"Prompt": ..., "Negative prompt": ..., key: value, ...} (values stay strings)."""
+    lines = x.strip().split("\n")
+    params_line = lines[-1]
+    if len(PARAM.findall(params_line)) >= 3:  # fewer pairs than that: the last line is prompt text
+        lines = lines[:-1]
+    else:
+        params_line = ""
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    target = prompt_lines
+    for raw in lines:
+        text = raw.strip()
+        if text.startswith("Negative prompt:"):
+            target = negative_lines
+            text = text.removeprefix("Negative prompt:").strip()
+        target.append(text)
 
-    res: dict[str, Any] = {}
-    prompt = ""
-    negative_prompt = ""
-    done_with_prompt = False
-
-    *lines, lastline = x.strip().split("\n")
-    if len(re_param.findall(lastline)) < 3:
-        lines.append(lastline)
-        lastline = ""
-
-    for line in lines:
-        line = line.strip()
-        if line.startswith("Negative prompt:"):
-            done_with_prompt = True
-            line = line[16:].strip()
-        if done_with_prompt:
-            negative_prompt += ("" if negative_prompt == "" else "\n") + line
+    result: dict[str, Any] = {}
+    for found in PARAM.finditer(params_line):
+        key, value = found.group("key"), found.group("value")
+        if value[:1] == '"' and value[-1:] == '"':
+            value = unquote(value)
+        size = SIZE.match(value)
+        if size:
+            result[key + "-1"], result[key + "-2"] = size.groups()
         else:
-            prompt += ("" if prompt == "" else "\n") + line
+            result[key] = value
+    result["Prompt"] = "\n".join(prompt_lines)
+    result["Negative prompt"] = "\n".join(negative_lines)
+    for key in skip_fields or ():
+        result.pop(key, None)
+    return result
 
-    for k, v in re_param.findall(lastline):
-        try:
-            if v[0] == '"' and v[-1] == '"':
-                v = unquote(v)
-            m = re_imagesize.match(v)
-            if m is not None:
-                res[f"{k}-1"] = m.group(1)
-                res[f"{k}-2"] = m.group(2)
-            else:
-                res[k] = v
-        except Exception:
-            print(f'Error parsing "{k}: {v}"')
 
-    res["Prompt"] = prompt
-    res["Negative prompt"] = negative_prompt
-    if "Hires resize-1" not in res:
-        res["Hires resize-1"] = 0
-        res["Hires resize-2"] = 0
-    for key, value in DEFAULTS_WHEN_ABSENT.items():
-        res.setdefault(key, value)
-    if "Cache FP16 weight for LoRA" not in res and res["FP8 weight"] != "Disable":
-        res["Cache FP16 weight for LoRA"] = False
+def _is_update(value: Any) -> bool:
+    """A `gr.update(...)` result: a dict marked "generic_update" in gradio 3.41."""
+    return isinstance(value, dict) and str(value.get("__type__", "")).endswith("update")
 
-    for key in skip_fields:
-        res.pop(key, None)
-    return res
+
+def _convert_for(component: Any, value: Any) -> Any:
+    """The UI's cast to the type of the component's current value ("False" is False for a checkbox)."""
+    current = type(component.value)
+    if current is bool:
+        return value != "False" and bool(value)
+    if current is int:
+        return float(value)
+    return current(value)
 
 
 def apply_paste(paste_fields: list[tuple[Any, Any]], params: dict[str, Any]) -> list[Any]:
-    """The value each field gets from pasted `params`, converted as `connect_paste` does; UNCHANGED if none.
+    """Per `(component, key)` field, its value after pasting `params`, or UNCHANGED.
 
-    Per field `(component, key)`: `key` is an infotext key or a callable `key(params)`; a None value leaves
-    the component alone; a `gr.update(...)` is used as is (its "value", if any); otherwise the value is cast
-    to the type of the component's current value: bool gets `"False" -> False` else `bool(v)`, int gets
-    `float(v)`, anything else `type(v)`; a failing cast leaves the component alone.
+    `key` is an infotext key or a function of `params`; None leaves the field alone, a `gr.update(...)`
+    gives its "value", anything else is converted by `_convert_for` (a failing conversion: left alone).
     """
-    res = []
+    out = []
     for component, key in paste_fields:
         if callable(key):
             try:
-                v = key(params)
+                value = key(params)
             except Exception:
                 errors.report(f"Error executing {key}", exc_info=True)
-                v = None
+                value = None
         else:
-            v = params.get(key, None)
-
-        if v is None:
-            res.append(UNCHANGED)
-        elif isinstance(v, type_of_gr_update):
-            res.append(v.get("value", UNCHANGED))
+            value = params.get(key)
+        if value is None:
+            out.append(UNCHANGED)
+        elif _is_update(value):
+            out.append(value.get("value", UNCHANGED))
         else:
             try:
-                valtype = type(component.value)
-                if valtype is bool and v == "False":
-                    val = False
-                elif valtype is int:
-                    val = float(v)
-                else:
-                    val = valtype(v)
-                res.append(val)
-            except Exception:
-                res.append(UNCHANGED)
-    return res
+                out.append(_convert_for(component, value))
+            except (TypeError, ValueError):
+                out.append(UNCHANGED)
+    return out
 
 
 def paste(infotext: str, paste_fields: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    """The UI paste button: parse, run `on_infotext_pasted` callbacks, map to fields.
-
-    Returns {component: new value} for the components that paste changes.
-    """
+    """The paste button: parse, let `on_infotext_pasted` callbacks see it, then {component: new value}."""
     params = parse_generation_parameters(infotext)
     script_callbacks.infotext_pasted_callback(infotext, params)
-    values = apply_paste(paste_fields, params)
-    return {c: v for (c, _), v in zip(paste_fields, values, strict=True) if v is not UNCHANGED}
+    pairs = zip((c for c, _ in paste_fields), apply_paste(paste_fields, params), strict=True)
+    return {component: value for component, value in pairs if value is not UNCHANGED}
 
 
 def api_script_args(infotext: str, script_runner: Any) -> dict[int, Any]:
-    """The API's `apply_infotext`: {index into script_args: value} for script fields found in `infotext`.
+    """What the API writes into `script_args` for a request's `infotext`: {index: value}.
 
-    Note the API's cast differs from the UI's: it is `type(component.value)(value)` for any value that is not
-    already of that type, so a string "False" becomes True for a checkbox unless the field's callable
-    returns a real bool. (No `on_infotext_pasted` callbacks on this path.)
+    The API casts differently from the UI: `type(current value)(value)` for any value not already of that
+    type, so "False" turns a checkbox on. No `on_infotext_pasted` callbacks run here.
     """
     params = parse_generation_parameters(infotext)
-    indexes = {id(component): i for i, component in enumerate(script_runner.inputs)}
-    result = {}
+    position = {id(c): i for i, c in enumerate(script_runner.inputs)}
+    found: dict[int, Any] = {}
     for component, key in script_runner.infotext_fields:
-        if id(component) not in indexes:
+        index = position.get(id(component))
+        wanted = type(getattr(component, "value", None))
+        if index is None or wanted is type(None):
             continue
         value = key(params) if callable(key) else params.get(key)
+        if _is_update(value):
+            value = value.get("value")
         if value is None:
             continue
-        target_type = type(component.value)
-        if target_type is type(None):
-            continue
-        if isinstance(value, dict) and value.get("__type__") == "generic_update":
-            value = value.get("value")
-        if value is not None and not isinstance(value, target_type):
-            value = target_type(value)
-        if value is not None:
-            result[indexes[id(component)]] = value
-    return result
+        found[index] = value if isinstance(value, wanted) else wanted(value)
+    return found

@@ -1,5 +1,5 @@
-"""A tiny real sampler: k-diffusion Euler through A1111's CFG denoiser (sd_samplers_kdiffusion.py,
-sd_samplers_cfg_denoiser.py, sd_samplers_common.py), or Forge's `sampling_function` on Forge models.
+"""Stand-in for the webui's samplers (sd_samplers_kdiffusion.py, sd_samplers_cfg_denoiser.py, ...): a tiny
+real k-diffusion Euler through a CFG denoiser, or through Forge's `sampling_function` on Forge models.
 
 Step bookkeeping as in the webui: `launch_sampling(steps)` sets `state.sampling_steps = steps` and
 `state.sampling_step = 0`; k-diffusion's Euler calls the denoiser, then the step callback, which sets
@@ -18,11 +18,7 @@ from typing import Any
 import torch
 
 from modules import script_callbacks, shared
-from modules.script_callbacks import (
-    AfterCFGCallbackParams,
-    CFGDenoisedParams,
-    CFGDenoiserParams,
-)
+from modules.script_callbacks import CFGDenoiserParams
 
 
 class InterruptedException(BaseException):
@@ -83,10 +79,7 @@ class CFGDenoiser:
         self.total_steps = None
         self.step = 0
         self.p = None
-        self.mask = None
-        self.nmask = None
         self.init_latent = None
-        self.image_cfg_scale = None
 
     @property
     def inner_model(self) -> Any:
@@ -127,17 +120,12 @@ class CFGDenoiser:
                 for a in range(0, x_out.shape[0], batch_size):
                     b = a + batch_size
                     x_out[a:b] = inner(x_in[a:b], sigma_in[a:b], cond=make_cond(cond_in[a:b], image_cond_in[a:b]))
-            script_callbacks.cfg_denoised_callback(
-                CFGDenoisedParams(x_out, state.sampling_step, state.sampling_steps, inner)
-            )
             denoised_uncond = x_out[batch_size:]
             denoised = denoised_uncond + (x_out[:batch_size] - denoised_uncond) * cond_scale
 
         self.sampler.last_latent = denoised
-        after = AfterCFGCallbackParams(denoised, state.sampling_step, state.sampling_steps)
-        script_callbacks.cfg_after_cfg_callback(after)
         self.step += 1
-        return after.x
+        return denoised
 
 
 def forge_sampling_function(x, sigma, cond, uncond, cond_scale) -> torch.Tensor:
@@ -183,19 +171,14 @@ class KDiffusionSampler:
     def __init__(self, name: str, sd_model: Any) -> None:
         self.name = name
         self.model_wrap_cfg = CFGDenoiser(self)
-        self.sampler_extra_args: dict = {}
         self.last_latent = None
-        self.stop_at = None
         self.p = None
 
     def get_sigmas(self, p: Any, steps: int) -> torch.Tensor:
         return shared.sd_model.schedule.get_sigmas(steps)
 
     def callback_state(self, d: dict) -> None:
-        step = d["i"]
-        if self.stop_at is not None and step > self.stop_at:
-            raise InterruptedException
-        shared.state.sampling_step = step
+        shared.state.sampling_step = d["i"]  # k-diffusion reports step i after the denoiser's i-th call
 
     def launch_sampling(self, steps: int, func: Any) -> torch.Tensor:
         self.model_wrap_cfg.steps = steps
@@ -211,18 +194,15 @@ class KDiffusionSampler:
         self.p = p
         self.model_wrap_cfg.p = p
         self.model_wrap_cfg.step = 0
-        self.model_wrap_cfg.mask = getattr(p, "mask", None)
-        self.model_wrap_cfg.nmask = getattr(p, "nmask", None)
-        self.model_wrap_cfg.image_cfg_scale = getattr(p, "image_cfg_scale", None)
 
     def _extra_args(self, p, conditioning, unconditional_conditioning, image_conditioning) -> dict:
-        self.sampler_extra_args = {
+        """The keyword arguments every denoiser call gets."""
+        return {
             "cond": conditioning,
-            "image_cond": image_conditioning,
             "uncond": unconditional_conditioning,
             "cond_scale": p.cfg_scale,
+            "image_cond": image_conditioning,
         }
-        return self.sampler_extra_args
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         steps = steps or p.steps

@@ -1,85 +1,41 @@
-"""modules/ui_components.py (A1111 1.10, gradio 3.41.2): `InputAccordion` and the form helpers.
+"""Stand-in for modules/ui_components.py (A1111 1.10 on gradio 3.41): `InputAccordion` only.
 
-`InputAccordion` is a hidden `gr.Checkbox` (so it is one bool input of the script and `isinstance(x,
-gr.Checkbox)` holds) that creates a `gr.Accordion` opened iff the value is true; `with` enters the
-accordion, `.extra()` gives a column for the accordion's label row. The browser side
-(javascript/inputAccordion.js) keeps the two in sync; here only the Python objects exist.
+An `InputAccordion` is a hidden `gr.Checkbox` (so it is one bool input of its script, and an
+`isinstance(x, gr.Checkbox)` check holds) that owns a `gr.Accordion`, open iff the value is true. `with`
+enters the accordion; `.extra()` gives a column for the accordion's label row. In the webui,
+javascript/inputAccordion.js keeps checkbox and accordion in sync in the browser; here only the Python
+objects exist.
 """
 
 from __future__ import annotations
 
+from itertools import count
 from typing import Any
 
 import gradio as gr
 
-
-class FormComponent:
-    def get_expected_parent(self) -> Any:
-        return gr.components.Form
-
-
-class ToolButton(FormComponent, gr.Button):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        classes = kwargs.pop("elem_classes", [])
-        super().__init__(*args, elem_classes=["tool", *classes], **kwargs)
-
-    def get_block_name(self) -> str:
-        return "button"
-
-
-class FormRow(FormComponent, gr.Row):
-    def get_block_name(self) -> str:
-        return "row"
-
-
-class FormColumn(FormComponent, gr.Column):
-    def get_block_name(self) -> str:
-        return "column"
-
-
-class FormGroup(FormComponent, gr.Group):
-    def get_block_name(self) -> str:
-        return "group"
-
-
-class FormHTML(FormComponent, gr.HTML):
-    def get_block_name(self) -> str:
-        return "html"
+_unnamed = count()
 
 
 class InputAccordion(gr.Checkbox):
-    global_index = 0
-
     def __init__(self, value: bool, **kwargs: Any) -> None:
-        self.accordion_id = kwargs.get("elem_id")
-        if self.accordion_id is None:
-            self.accordion_id = f"input-accordion-{InputAccordion.global_index}"
-            InputAccordion.global_index += 1
-
-        super().__init__(value, **{**kwargs, "elem_id": f"{self.accordion_id}-checkbox", "visible": False})
-        # the real one registers a JS-only change handler that updates the accordion in the browser
-        self.change(
-            fn=None, _js=f'function(checked){{ inputAccordionChecked("{self.accordion_id}", checked); }}', inputs=[self]
-        )
-        self.accordion = gr.Accordion(
-            **{
-                **kwargs,
-                "elem_id": self.accordion_id,
-                "label": kwargs.get("label", "Accordion"),
-                "elem_classes": ["input-accordion"],
-                "open": value,
-            }
-        )
+        self.accordion_id = kwargs.get("elem_id") or f"input-accordion-{next(_unnamed)}"
+        checkbox_kwargs = {**kwargs, "elem_id": self.accordion_id + "-checkbox", "visible": False}
+        super().__init__(value, **checkbox_kwargs)
+        accordion_kwargs = {**kwargs, "elem_id": self.accordion_id, "elem_classes": ["input-accordion"]}
+        accordion_kwargs.setdefault("label", "Accordion")
+        self.accordion = gr.Accordion(open=value, **accordion_kwargs)
 
     def extra(self) -> gr.Column:
+        """A column shown in the accordion's label row."""
         return gr.Column(elem_id=self.accordion_id + "-extra", elem_classes="input-accordion-extra", min_width=0)
 
     def __enter__(self) -> InputAccordion:
         self.accordion.__enter__()
         return self
 
-    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        self.accordion.__exit__(exc_type, exc_val, exc_tb)
+    def __exit__(self, *exc: Any) -> None:
+        self.accordion.__exit__(*exc)
 
     def get_block_name(self) -> str:
-        return "checkbox"
+        return "checkbox"  # the browser draws it as the checkbox it is
