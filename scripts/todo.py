@@ -75,7 +75,7 @@ class TodoScript(scripts.Script):
         request = parse_script_args(args, getattr(p, OVERRIDES_ATTR, None))
         clear_infotext(p)
         if request.problems:
-            log("; ".join(request.problems) + ". ToDo is off for this job.")
+            log("; ".join(p.removeprefix("ToDo ") for p in request.problems) + ". ToDo is off for this job.")
             return
         if not request.enabled:
             return
@@ -200,9 +200,9 @@ def paste_setting(name: str) -> Any:
 
 
 def on_infotext_pasted(infotext: str, params: dict[str, str]) -> None:
-    _, problems = from_infotext(params)
+    problems = [p.removeprefix("ToDo ") for p in from_infotext(params)[1]]
     if problems:
-        log("the pasted ToDo settings make no sense (" + "; ".join(problems) + "); ToDo is left off")
+        log("the pasted ToDo settings make no sense (" + "; ".join(problems) + "); ToDo is switched off")
 
 
 def on_cfg_denoiser(params: Any) -> None:
