@@ -377,6 +377,8 @@ def test_hires_only_mode_acts_on_the_hires_pass(server: str) -> None:
         hr_upscaler="Latent",
         hr_second_pass_steps=2,
         denoising_strength=0.5,
+        # Forge's API fails a hires request without this field (Forge issue #2680); A1111 ignores it.
+        hr_additional_modules=["Use same choices"],
         alwayson_scripts=todo_args(True, 2, 0, "nearest-exact", 0, 1, "only"),
     )
     response = generate("txt2img", payload)
