@@ -6,7 +6,6 @@ from typing import Any
 
 from .patch import TodoHandle
 from .plan import TodoState
-from .script_args import describe_passes
 from .settings import TodoSettings
 
 
@@ -39,8 +38,13 @@ class TodoJob:
             self.passes[-1][1].set_progress(step / max(1, total))
 
     def applied(self) -> str:
-        """What ran, e.g. "4x/2x, hires 2x/1x"; empty when ToDo never acted."""
-        return describe_passes([(label, state.applied) for label, state in self.passes])
+        """What ran, e.g. "4x/2x, hires 2x/1x"; passes where ToDo did not act are left out."""
+        parts = []
+        for label, state in self.passes:
+            if state.applied:
+                factors = "/".join(f"{state.applied.get(level, 1.0):g}x" for level in (1, 2))
+                parts.append(f"{label} {factors}".strip())
+        return ", ".join(parts)
 
     def tell_once(self, message: str) -> bool:
         """True the first time a message comes up in this job (so the console gets it once)."""

@@ -79,7 +79,6 @@ class TodoState:
         self.settings = settings
         self.layout = layout
         self.latent_hw: tuple[int, int] | None = None
-        self.active = True
         self.set_progress(0.0)  # until told otherwise, sampling is at its first step
         self.applied: dict[int, float] = {}
         self._targets: dict[tuple[int, int, int], tuple[int, int, float, int] | None] = {}

@@ -52,13 +52,3 @@ def _to_bool(value: Any, problems: list[str]) -> bool:
         return value.strip().lower() in TRUE_WORDS
     problems.append(f"ToDo enabled: got {value!r}; accepted: true or false")
     return False
-
-
-def describe_passes(passes: Sequence[tuple[str, Mapping[int, float]]]) -> str:
-    """What was applied per pass, e.g. "2x/1x, hires 3x/1x"; passes where ToDo did not act are left out."""
-    parts = []
-    for label, applied in passes:
-        if applied:
-            factors = "/".join(f"{applied.get(level, 1.0):g}x" for level in (1, 2))
-            parts.append(f"{label} {factors}".strip())
-    return ", ".join(parts)
