@@ -8,16 +8,17 @@ from typing import Any
 
 from torch import nn
 
-from . import hooks
+from .backends import unet_hooks
 from .layout import is_diffusers_unet, layout_of
-from .plan import TodoState
+from .plan import TodoPlan
 from .settings import TodoSettings
+from .state import PassState
 
 
 class TodoHandle:
     """ToDo installed on one UNet. `remove()` restores the model exactly; also a context manager."""
 
-    def __init__(self, unet: nn.Module, state: TodoState, torch_handles: list[Any]) -> None:
+    def __init__(self, unet: nn.Module, state: PassState, torch_handles: list[Any]) -> None:
         self.unet = unet
         self.state = state
         self._torch_handles = torch_handles
@@ -65,17 +66,17 @@ def apply(model: Any, settings: TodoSettings | None = None, *, native_px: int | 
     """
     unet = unet_of(model)
     settings = settings or TodoSettings()
-    state = TodoState(settings, layout_of(unet, native_px))
+    state = PassState(TodoPlan(settings, layout_of(unet, native_px)))
     remove(unet)
-    if settings.is_off or not state.layout.attention_ds:
+    if settings.is_off or not state.plan.layout.attention_ds:
         return TodoHandle(unet, state, [])
-    flavour = hooks.DIFFUSERS if is_diffusers_unet(unet) else hooks.LDM
-    return TodoHandle(unet, state, hooks.install(unet, state, flavour))
+    flavour = unet_hooks.DIFFUSERS if is_diffusers_unet(unet) else unet_hooks.LDM
+    return TodoHandle(unet, state, unet_hooks.install(unet, state, flavour))
 
 
 def remove(model: Any) -> int:
     """Remove whatever lib_todo installed on a UNet (or what holds it); returns how many hooks went."""
-    return hooks.remove_tagged(unet_of(model))
+    return unet_hooks.remove_tagged(unet_of(model))
 
 
 def unet_of(model: Any) -> nn.Module:

@@ -1,8 +1,7 @@
-"""ToDo: Token Downsampling, as an always-visible script for A1111 (>= 1.10) and Forge.
+"""ToDo: Token Downsampling, as an always-visible script for A1111 (>= 1.10), Forge, reForge and Forge Neo.
 
-The core is `lib_todo` (pure torch). This file is the webui glue: the accordion, per-pass installation
-(A1111: forward pre-hooks on the UNet; Forge: an attn1 patch on a clone of the UNet patcher), the step
-window through the CFG denoiser callback, infotext, XYZ axes and cleanup.
+The core is `lib_todo` (pure torch); a job object (`lib_todo.webui.job.TodoJob`) installs it per sampling pass
+and removes it. This file is the webui glue: the accordion, the callbacks that drive the job, infotext and XYZ.
 """
 
 from typing import Any
@@ -12,11 +11,11 @@ from modules import script_callbacks, scripts, shared
 from modules.ui_components import InputAccordion
 
 import lib_todo
-from lib_todo.forge import patch_unet_patcher
-from lib_todo.infotext import ALL_KEYS, KEYS, from_infotext, to_infotext
-from lib_todo.job import TodoJob
-from lib_todo.script_args import ARG_NAMES, parse_script_args
 from lib_todo.settings import HIRES_MODES, METHODS, TodoSettings
+from lib_todo.webui.infotext import ALL_KEYS, KEYS, from_infotext, to_infotext
+from lib_todo.webui.job import TodoJob
+from lib_todo.webui.models import a1111_unet, unsupported_reason
+from lib_todo.webui.script_args import ARG_NAMES, parse_script_args
 
 TITLE = "ToDo"
 OVERRIDES_ATTR = "todo_overrides"  # per-job values set by XYZ axes: {"factor": 2.0, ...}
@@ -79,87 +78,45 @@ class TodoScript(scripts.Script):
             return
         if not request.enabled:
             return
-        job = TodoJob(request.settings)
-        reason = unsupported_reason(p)
+        reason = unsupported_reason(p.sd_model, shared.opts)
         if reason:
             log(f"{reason}; ToDo is off for this job.")
             return
+        job = TodoJob(request.settings, log)
         setattr(p, JOB_ATTR, job)
         CURRENT["job"] = job
 
     def process_batch(self, p: Any, *args: Any, **kwargs: Any) -> None:
         job = getattr(p, JOB_ATTR, None)
         if job is not None:
-            job.passes.clear()  # the infotext of a batch tells that batch's passes
+            job.clear_passes()
 
     def process_before_every_sampling(self, p: Any, *args: Any, **kwargs: Any) -> None:
         job = getattr(p, JOB_ATTR, None)
         if job is None:
             return
-        release_pass(p, job)
         hires = bool(getattr(p, "is_hr_pass", False))
-        settings = job.settings.for_pass(hires)
-        if settings is None:
-            return
         if hires and getattr(shared.opts, "hypertile_enable_unet_secondpass", False):
-            tell(job, "HyperTile U-Net is on for the hires pass; ToDo sits that pass out")
+            job.end_pass()
+            job.tell("HyperTile U-Net is on for the hires pass; ToDo sits that pass out")
             return
-        try:
-            state = install_pass(p, job, settings)
-        except (TypeError, AttributeError) as err:
-            tell(job, f"cannot patch this model's UNet ({err}); ToDo is off")
-            return
-        job.start_pass("hires" if hires else "", state)
+        job.start_pass(p.sd_model, hires)
 
     def post_sample(self, p: Any, *args: Any, **kwargs: Any) -> None:
         job = getattr(p, JOB_ATTR, None)
         if job is not None:
+            job.end_pass()
             write_infotext(p, job)
 
     def postprocess(self, p: Any, processed: Any, *args: Any) -> None:
         finish_job(p)
 
 
-def tell(job: TodoJob, message: str) -> None:
-    if job.tell_once(message):
-        log(message)
-
-
-def install_pass(p: Any, job: TodoJob, settings: TodoSettings) -> lib_todo.TodoState:
-    """Install ToDo for the pass about to run and return its live state."""
-    native_px = native_size(p.sd_model)
-    if is_forge(p.sd_model):
-        objects = p.sd_model.forge_objects
-        base = objects.unet
-        if base is job.forge_clone:  # Forge's hires pass may call us before its reset: never stack patches
-            base = job.forge_base
-        if job.forge_original is None:
-            job.forge_original = base
-        job.forge_base = base
-        job.forge_clone, state = patch_unet_patcher(base, settings, native_px)
-        objects.unet = job.forge_clone
-        return state
-    job.handle = lib_todo.apply(p.sd_model.model.diffusion_model, settings, native_px=native_px)
-    return job.handle.state
-
-
-def release_pass(p: Any, job: TodoJob) -> None:
-    """Undo the previous pass's installation (A1111); Forge resets its patcher before every pass itself."""
-    if job.handle is not None:
-        job.handle.remove()
-        job.handle = None
-
-
 def finish_job(p: Any) -> None:
-    """Remove everything the job installed, on A1111 and Forge."""
+    """Remove everything the job installed (also a job that raised before its postprocess)."""
     job = getattr(p, JOB_ATTR, None)
-    for candidate in (job, CURRENT["job"]):
-        if candidate is None:
-            continue
-        release_pass(p, candidate)
-        if candidate.forge_original is not None and is_forge(p.sd_model):
-            p.sd_model.forge_objects.unet = candidate.forge_original
-            candidate.forge_original = None
+    for candidate in {id(j): j for j in (job, CURRENT["job"]) if j is not None}.values():
+        candidate.finish(p.sd_model)
     CURRENT["job"] = None
     if job is not None:
         delattr(p, JOB_ATTR)
@@ -226,50 +183,6 @@ def on_script_unloaded() -> None:
     remove_everywhere()
     for callback in (on_cfg_denoiser, on_model_loaded, on_infotext_pasted, on_script_unloaded, add_axis_options):
         script_callbacks.remove_callbacks_for_function(callback)
-
-
-def is_forge(sd_model: Any) -> bool:
-    return hasattr(sd_model, "forge_objects")
-
-
-def a1111_unet(sd_model: Any) -> Any:
-    return getattr(getattr(sd_model, "model", None), "diffusion_model", None)
-
-
-def native_size(sd_model: Any) -> int | None:
-    """Training size in pixels, from the webui's model flags (None lets the core guess from the layout)."""
-    if getattr(sd_model, "is_sdxl", False):
-        return 1024
-    if getattr(sd_model, "is_sd2", False) and getattr(sd_model, "parameterization", "") == "v":
-        return 768
-    if getattr(sd_model, "is_sd1", False) or getattr(sd_model, "is_sd2", False):
-        return 512
-    return None
-
-
-def unsupported_reason(p: Any) -> str | None:
-    """Why ToDo cannot run on this job, or None."""
-    model = p.sd_model
-    if getattr(model, "is_sd3", False):
-        return "SD3 has no UNet self-attention to downsample"
-    if is_forge(model):
-        if not any(getattr(model, flag, False) for flag in ("is_sd1", "is_sd2", "is_sdxl")):
-            return "this model is not SD1.x, SD2.x or SDXL (Flux and other DiT models are not supported)"
-    elif a1111_unet(model) is None:
-        return "no UNet found on this model"
-    if tensorrt_active():
-        return "a TensorRT UNet is active and bypasses the PyTorch UNet"
-    if getattr(shared.opts, "hypertile_enable_unet", False):
-        return "HyperTile U-Net is on (both tile self-attention; use one of them)"
-    return None
-
-
-def tensorrt_active() -> bool:
-    try:
-        from modules import sd_unet
-    except ImportError:
-        return False
-    return getattr(sd_unet, "current_unet", None) is not None
 
 
 # XYZ plot: every setting as an axis, applied to the job object only.

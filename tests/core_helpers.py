@@ -20,7 +20,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lib_todo import unets  # noqa: E402
+from lib_todo.bench import unets  # noqa: E402
 
 WIDTH = 32
 CONTEXT_KW = {"ldm": "context", "diffusers": "encoder_hidden_states"}

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import lib_todo
-from lib_todo import TodoSettings, TodoState
-from lib_todo.forge import ForgeAttn1Patch, patch_unet_patcher
+from lib_todo import PassState, TodoPlan, TodoSettings
+from lib_todo.backends.forge_unet import ForgeAttn1Patch, patch_unet_patcher
 from lib_todo.layout import layout_of
 
 LATENT = (16, 24)
@@ -21,7 +21,7 @@ def sd15_unet():
 
 
 def _patch(unet, **settings) -> ForgeAttn1Patch:
-    return ForgeAttn1Patch(TodoState(TodoSettings(**settings), layout_of(unet)))
+    return ForgeAttn1Patch(PassState(TodoPlan(TodoSettings(**settings), layout_of(unet))))
 
 
 def _tokens(n: int, c: int = 32, seed: int = 0) -> torch.Tensor:
@@ -138,7 +138,7 @@ def test_patch_unet_patcher_clones(sd15_unet):
     assert clone.attn1_patches[0] is earlier and len(clone.attn1_patches) == 2
     added = clone.attn1_patches[1]
     assert isinstance(added, ForgeAttn1Patch) and added.state is state
-    assert state.layout.attention_ds == (1, 2, 4, 8)
+    assert state.plan.layout.attention_ds == (1, 2, 4, 8)
     assert state.settings.factor == 3.0
     ch.assert_no_hooks(sd15_unet)
 
@@ -152,6 +152,6 @@ def test_patch_unet_patcher_off_adds_nothing(sd15_unet):
 def test_patch_unet_patcher_sdxl_native(sd15_unet):
     patcher = StandInPatcher(ch.build("ldm-sdxl"))
     _, state = patch_unet_patcher(patcher, TodoSettings())
-    assert state.layout.attention_ds == (2, 4) and state.layout.native_latent == 128
+    assert state.plan.layout.attention_ds == (2, 4) and state.plan.layout.native_latent == 128
     _, state = patch_unet_patcher(patcher, TodoSettings(), native_px=768)
-    assert state.layout.native_latent == 96
+    assert state.plan.layout.native_latent == 96

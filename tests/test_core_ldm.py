@@ -11,8 +11,8 @@ import torch
 
 import lib_todo
 from lib_todo import TodoSettings, level_grid
+from lib_todo.bench.unets import a1111_skip_resize
 from lib_todo.layout import layout_of
-from lib_todo.unets import a1111_skip_resize
 
 NAMES = ["ldm-sd15", "ldm-sdxl"]
 LEVEL1_DS = {"ldm-sd15": 1, "ldm-sdxl": 2}

@@ -8,8 +8,7 @@ import core_helpers as ch
 import pytest
 
 from lib_todo import AUTO, TodoSettings, auto_factors
-from lib_todo.layout import layout_of
-from lib_todo.plan import UnetLayout
+from lib_todo.layout import AttentionLayout, layout_of
 
 BAD_VALUES = [
     ("factor", 0.5, "0.5", "1 to 8"),
@@ -126,11 +125,11 @@ def _latent(px_h: int, px_w: int | None = None) -> tuple[int, int]:
     + [((1000, 744), (1, 1)), ((768, 768), (1, 1)), ((4096, 4096), (4, 2))],
 )
 def test_auto_factors_sd15(px, expected, sd15_layout):
-    assert sd15_layout == UnetLayout((1, 2, 4, 8), 64)
+    assert sd15_layout == AttentionLayout((1, 2, 4, 8), 64)
     assert auto_factors(_latent(*px), sd15_layout) == expected
 
 
 @pytest.mark.parametrize(("px", "expected"), [(1024, (1, 1)), (2048, (2, 2)), (3072, (3, 3))])
 def test_auto_factors_sdxl(px, expected, sdxl_layout):
-    assert sdxl_layout == UnetLayout((2, 4), 128)
+    assert sdxl_layout == AttentionLayout((2, 4), 128)
     assert auto_factors(_latent(px), sdxl_layout) == expected

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lib_todo
-from lib_todo.script_args import ARG_NAMES
+from lib_todo.webui.script_args import ARG_NAMES
 
 TODO = "ToDo"
 ON_F2 = [True, 2, 1]  # factor 2 on level 1, level 2 off; the remaining args keep their defaults

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import unets
 from ..grid import level_grid
 from ..layout import layout_of
 from ..patch import apply as todo_apply
+from . import unets
 from .kernels import transformer_blocks
 from .variants import Config, level1_free, tome_patch
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .. import unets
+from . import unets
 from .kernels import KERNELS
 from .variants import CONFIG_KINDS
 

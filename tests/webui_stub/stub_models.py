@@ -32,7 +32,7 @@ import torch
 from ldm.modules.attention import SpatialTransformer
 from torch import nn
 
-from lib_todo import unets
+from lib_todo.bench import unets
 
 ARCHS = {"sd15": ("ldm-sd15", "is_sd1"), "sd2": ("ldm-sd15", "is_sd2"), "sdxl": ("ldm-sdxl", "is_sdxl")}
 TOKENS = 77

@@ -63,7 +63,7 @@ class CompVisDenoiser:
         self.inner_model = sd_model
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
-        from lib_todo.unets import a1111_skip_resize
+        from lib_todo.bench.unets import a1111_skip_resize
 
         s = sigma.view(-1, 1, 1, 1)
         t = self.inner_model.schedule.sigma_to_t(sigma)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .settings import TodoSettings
+from ..settings import TodoSettings
 
 ARG_NAMES = ("enabled", "factor", "factor_level2", "method", "start", "stop", "hires_mode", "hires_factor")
 TRUE_WORDS = ("true", "on", "yes", "1")

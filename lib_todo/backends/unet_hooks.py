@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .downsample import downsample_kv
-from .plan import TodoState
+from ..downsample import downsample_kv
+from ..state import CLOSED_WINDOW, NO_GRID, OWN_CONTEXT, WRAPPED, PassState
 
 TAG = "_lib_todo_hook"
 
@@ -46,7 +46,7 @@ def self_attention_modules(unet: nn.Module) -> list[nn.Module]:
     ]
 
 
-def install(unet: nn.Module, state: TodoState, flavour: UnetFlavour) -> list[Any]:
+def install(unet: nn.Module, state: PassState, flavour: UnetFlavour) -> list[Any]:
     """Register the latent-size hook on `unet` and the ToDo hook on each attn1; returns the torch handles."""
     handles = [unet.register_forward_pre_hook(_tagged(_latent_hook(state, flavour)), with_kwargs=True)]
     hook = _tagged(_attn1_hook(state, flavour))
@@ -77,7 +77,7 @@ def _tagged(fn: Callable) -> Callable:
     return fn
 
 
-def _latent_hook(state: TodoState, flavour: UnetFlavour) -> Callable:
+def _latent_hook(state: PassState, flavour: UnetFlavour) -> Callable:
     def record_latent(module: nn.Module, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else kwargs.get(flavour.latent_arg)
         # The size of this call: tiles, hires and inpaint-only-masked all differ from the UI size.
@@ -86,25 +86,31 @@ def _latent_hook(state: TodoState, flavour: UnetFlavour) -> Callable:
     return record_latent
 
 
-def _attn1_hook(state: TodoState, flavour: UnetFlavour) -> Callable:
+def _attn1_hook(state: PassState, flavour: UnetFlavour) -> Callable:
     name = flavour.context_kwarg
     method = state.settings.method
 
     def downsample_context(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        if not state.active or not args or len(args) > 1 or kwargs.get(name) is not None:
-            return None  # a caller that brings its own context (a bank, a reference) keeps it
+        if not state.active:
+            state.skip(CLOSED_WINDOW)
+            return None
+        if not args or len(args) > 1 or kwargs.get(name) is not None:
+            state.skip(OWN_CONTEXT)  # a caller that brings its own context (a bank, a reference) keeps it
+            return None
         if kwargs.get("attention_mask") is not None or kwargs.get("mask") is not None:
-            return None  # a mask is sized for the full token count
+            state.skip(OWN_CONTEXT)  # a mask is sized for the full token count
+            return None
         if "forward" in module.__dict__:
-            return None  # an instance wrapper (HyperTile) reshapes x after us; the context would not fit
+            state.skip(WRAPPED)  # an instance wrapper (HyperTile) reshapes x after us; the context would not fit
+            return None
         x = args[0]
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            state.skip(NO_GRID)
             return None
         target = state.target(x.shape[1], state.latent_hw)
         if target is None:
             return None
-        h, w, factor = target
-        kwargs[name] = downsample_kv(x, h, w, factor, method)
+        kwargs[name] = downsample_kv(x, target.h, target.w, target.factor, method)
         return args, kwargs
 
     return downsample_context

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import fields
 
-from .settings import AUTO, FACTOR_FIELDS, TodoSettings
+from ..settings import AUTO, FACTOR_FIELDS, TodoSettings
 
 KEYS = {
     "factor": "ToDo factor",

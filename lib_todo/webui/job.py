@@ -1,0 +1,118 @@
+"""One webui generation job: its settings, and installing ToDo per sampling pass, releasing it, finishing.
+
+Kept out of the script: A1111 1.10 loads scripts outside `sys.modules`, where dataclasses and the like break.
+A1111 gets forward pre-hooks on its ldm/sgm UNet, resolved again each pass; Forge, reForge and Forge Neo get
+an attn1 patch on a clone of the UNet patcher, as Forge's own scripts do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..backends.forge_unet import patch_unet_patcher
+from ..patch import TodoHandle, apply
+from ..settings import TodoSettings
+from ..state import PassState
+from .models import a1111_unet, is_forge, native_size
+
+PASS_NAMES = {"": "the first pass", "hires": "the hires pass"}
+
+
+class TodoJob:
+    """One generation job.
+
+    passes: (label, state) per pass ToDo was installed for; label "" is the first pass, "hires" the hires pass.
+    `tell` prints a console message (once per job per message).
+    """
+
+    def __init__(self, settings: TodoSettings, tell: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.passes: list[tuple[str, PassState]] = []
+        self._tell = tell
+        self._told: set[str] = set()
+        self._handle: TodoHandle | None = None  # A1111 hooks of the running pass
+        self._forge_original: Any = None  # the UNet patcher found before the first pass
+        self._forge_last: tuple[Any, Any] | None = None  # (our latest clone, the patcher it was cloned from)
+
+    def start_pass(self, sd_model: Any, hires: bool) -> None:
+        """Install ToDo for the sampling pass about to run (after releasing the previous one)."""
+        self.end_pass()
+        settings = self.settings.for_pass(hires)
+        if settings is None:
+            return
+        label = "hires" if hires else ""
+        try:
+            state = self._install(sd_model, settings)
+        except (TypeError, AttributeError) as err:
+            self.tell(f"cannot patch this model's UNet ({err}); ToDo is off")
+            return
+        # Forge's hires pass calls the hook twice: a same-label pass that never ran is replaced.
+        if self.passes and self.passes[-1][0] == label and not self.passes[-1][1].calls:
+            self.passes.pop()
+        self.passes.append((label, state))
+
+    def end_pass(self) -> None:
+        """Release the running pass: hooks off, its state closed, and a word if it was asked to act and did not."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        if not self.passes or self.passes[-1][1].closed:
+            return
+        label, state = self.passes[-1]
+        state.close()
+        reason = state.silence_reason()
+        if reason:
+            self.tell(f"ToDo was asked to act in {PASS_NAMES[label]} and acted nowhere: {reason}")
+
+    def finish(self, sd_model: Any) -> None:
+        """End the job: release the pass, and give Forge back the UNet patcher it had before the job."""
+        self.end_pass()
+        if self._forge_original is not None and is_forge(sd_model):
+            sd_model.forge_objects.unet = self._forge_original
+        self._forge_original = None
+        self._forge_last = None
+
+    def set_progress(self, step: int, total: int) -> None:
+        """Steer the step window of the running pass: `step` of `total` denoiser calls done."""
+        if self.passes:
+            self.passes[-1][1].set_progress(step / max(1, total))
+
+    def applied(self) -> str:
+        """What ran, e.g. "4x/2x, hires 2x/1x"; passes where ToDo did not act are left out."""
+        parts = []
+        for label, state in self.passes:
+            if state.calls:
+                factors = "/".join(f"{state.applied.get(level, 1.0):g}x" for level in (1, 2))
+                parts.append(f"{label} {factors}".strip())
+        return ", ".join(parts)
+
+    def clear_passes(self) -> None:
+        """Forget the passes of the previous batch (the infotext of a batch tells that batch's passes)."""
+        self.end_pass()
+        self.passes.clear()
+
+    def tell(self, message: str) -> None:
+        """Print a console message the first time it comes up in this job."""
+        if message not in self._told:
+            self._told.add(message)
+            self._tell(message)
+
+    def _install(self, sd_model: Any, settings: TodoSettings) -> PassState:
+        native_px = native_size(sd_model)
+        if is_forge(sd_model):
+            return self._install_forge(sd_model.forge_objects, settings, native_px)
+        self._handle = apply(a1111_unet(sd_model), settings, native_px=native_px)
+        return self._handle.state
+
+    def _install_forge(self, objects: Any, settings: TodoSettings, native_px: int | None) -> PassState:
+        # Forge's hires pass may call the hook again before its reset: patch the base, never our own clone.
+        base = objects.unet
+        if self._forge_last is not None and base is self._forge_last[0]:
+            base = self._forge_last[1]
+        if self._forge_original is None:
+            self._forge_original = base
+        clone, state = patch_unet_patcher(base, settings, native_px)
+        self._forge_last = (clone, base)
+        objects.unet = clone
+        return state
