@@ -14,10 +14,12 @@ from typing import Any, NamedTuple
 AUTO = 0.0
 MIN_FACTOR = 1.0
 MAX_FACTOR = 8.0
-METHODS = ("nearest-exact", "avg-pool", "bilinear", "max-pool")
-# Spellings other ports and users type, mapped to ours.
+# "nearest-exact" (ours, the default) takes the centre token of each cell; "nearest" takes the token the
+# authors' code picks (F.interpolate(mode="nearest"): the top-left one). New methods go at the end: the UI
+# dropdown lists them in this order.
+METHODS = ("nearest-exact", "avg-pool", "bilinear", "max-pool", "nearest")
+# Spellings other ports and users type, mapped to ours. "nearest" is a method of its own, not an alias.
 METHOD_ALIASES = {
-    "nearest": "nearest-exact",
     "nearest_exact": "nearest-exact",
     "avg_pool": "avg-pool",
     "average": "avg-pool",

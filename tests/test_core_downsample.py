@@ -14,19 +14,52 @@ def _tokens(h: int, w: int, b: int = 2, c: int = 5) -> torch.Tensor:
     return torch.randn(b, h * w, c, generator=torch.Generator().manual_seed(h * 100 + w))
 
 
-@pytest.mark.parametrize("factor", [2, 3, 4])
-@pytest.mark.parametrize(("h", "w"), [(12, 24), (24, 12), (36, 36)])
-def test_nearest_equals_interpolate_on_divisible_grid(h, w, factor):
-    x = _tokens(h, w)
-    expected = ch.interpolate_tokens(x, h, w, (h // factor, w // factor))
-    assert torch.equal(downsample_kv(x, h, w, factor), expected)
+def _positions(h: int, w: int) -> torch.Tensor:
+    """One channel holding each token's place on the grid as row * 10 + column."""
+    return torch.tensor([[[float(r * 10 + c)] for r in range(h) for c in range(w)]])
 
 
-def test_nearest_picks_row_major_positions():
-    h, w = 4, 6
-    positions = torch.tensor([[[float(r * 10 + c)] for r in range(h) for c in range(w)]])
-    picked = downsample_kv(positions, h, w, 2).flatten().tolist()
+def test_nearest_exact_picks_cell_centres_row_major():
+    picked = downsample_kv(_positions(4, 6), 4, 6, 2).flatten().tolist()
     assert picked == [11.0, 13.0, 15.0, 31.0, 33.0, 35.0]
+
+
+def test_nearest_picks_cell_top_left_as_the_authors():
+    picked = downsample_kv(_positions(4, 6), 4, 6, 2, "nearest").flatten().tolist()
+    assert picked == [0.0, 2.0, 4.0, 20.0, 22.0, 24.0]
+    picked3 = downsample_kv(_positions(6, 6), 6, 6, 3, "nearest").flatten().tolist()
+    assert picked3 == [0.0, 3.0, 30.0, 33.0]
+
+
+@pytest.mark.parametrize("method", ["nearest", "nearest-exact"])
+@pytest.mark.parametrize(
+    ("h", "w", "factor"), [(12, 24, 2), (24, 12, 3), (36, 36, 4), (9, 7, 2), (13, 10, 3), (7, 5, 2.5)]
+)
+def test_nearest_methods_equal_interpolate_of_their_mode(method, h, w, factor):
+    """Divisible grids take the strided path, the others F.interpolate at the ceil size: same tokens either way."""
+    x = _tokens(h, w)
+    size = (ch.ceil_div(h, factor), ch.ceil_div(w, factor))
+    assert torch.equal(downsample_kv(x, h, w, factor, method), ch.interpolate_tokens(x, h, w, size, mode=method))
+
+
+@pytest.mark.parametrize("method", ["nearest", "nearest-exact"])
+def test_nearest_on_divisible_grid_is_strided_not_interpolated(method, monkeypatch):
+    """The fast path: an integer factor that divides the grid never calls F.interpolate."""
+    x = _tokens(12, 24)
+    expected = downsample_kv(x, 12, 24, 3, method)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("F.interpolate called on a divisible grid")
+
+    monkeypatch.setattr(F, "interpolate", refuse)
+    assert torch.equal(downsample_kv(x, 12, 24, 3, method), expected)
+    with pytest.raises(AssertionError, match="divisible"):
+        downsample_kv(_tokens(13, 10), 13, 10, 3, method)  # the slow path really goes through F.interpolate
+
+
+def test_nearest_and_nearest_exact_are_different_methods():
+    x = _tokens(16, 16)
+    assert not torch.equal(downsample_kv(x, 16, 16, 2, "nearest"), downsample_kv(x, 16, 16, 2, "nearest-exact"))
 
 
 @pytest.mark.parametrize(("method", "reference"), [("avg-pool", F.avg_pool2d), ("max-pool", F.max_pool2d)])
@@ -54,11 +87,6 @@ def test_non_divisible_grid_shape_is_ceil(method, h, w, factor):
     out = downsample_kv(x, h, w, factor, method)
     assert out.shape == (3, ch.ceil_div(h, factor) * ch.ceil_div(w, factor), 4)
     assert torch.isfinite(out).all()
-
-
-def test_nearest_non_divisible_equals_interpolate():
-    x = _tokens(9, 7)
-    assert torch.equal(downsample_kv(x, 9, 7, 2), ch.interpolate_tokens(x, 9, 7, (5, 4)))
 
 
 def test_unknown_method_raises():

@@ -7,8 +7,9 @@ import math
 import core_helpers as ch
 import pytest
 
-from lib_todo import AUTO, TodoSettings, auto_factors
+from lib_todo import AUTO, METHODS, TodoSettings, auto_factors
 from lib_todo.layout import AttentionLayout, layout_of
+from lib_todo.webui.infotext import from_infotext, to_infotext
 
 BAD_VALUES = [
     ("factor", 0.5, "0.5", "1 to 8"),
@@ -18,7 +19,7 @@ BAD_VALUES = [
     ("factor", "x", "'x'", "1 to 8"),
     ("factor_level2", 9, "9", "1 to 8"),
     ("hires_factor", -2, "-2", "1 to 8"),
-    ("method", "cubic", "'cubic'", "nearest-exact, avg-pool, bilinear, max-pool"),
+    ("method", "cubic", "'cubic'", "nearest-exact, avg-pool, bilinear, max-pool, nearest"),
     ("hires_mode", "sometimes", "'sometimes'", "same, own factor, off, only"),
     ("start", 1.5, "1.5", "from 0 to 1"),
     ("stop", "half", "'half'", "from 0 to 1"),
@@ -45,12 +46,27 @@ def test_start_not_below_stop_is_rejected(start, stop):
 
 
 def test_valid_values_are_canonical():
-    s = TodoSettings(factor=2, factor_level2=1, method=" Nearest ", start=0, stop=1, hires_mode="OWN FACTOR")
+    s = TodoSettings(factor=2, factor_level2=1, method=" Nearest_Exact ", start=0, stop=1, hires_mode="OWN FACTOR")
     assert (s.factor, s.factor_level2, s.method, s.hires_mode) == (2.0, 1.0, "nearest-exact", "own factor")
     assert isinstance(s.factor, float) and isinstance(s.start, float)
     assert TodoSettings(method="avg_pool").method == "avg-pool"
     assert TodoSettings(factor=1, factor_level2=1).is_off
     assert not TodoSettings(factor=1).is_off  # level 2 stays auto
+
+
+def test_nearest_is_its_own_method_not_an_alias():
+    assert TodoSettings(method=" Nearest ").method == "nearest"
+    assert TodoSettings(method="nearest-exact").method == "nearest-exact"
+    assert TodoSettings.lenient({"method": "NEAREST"}) == (TodoSettings(method="nearest"), [])
+    assert METHODS[:4] == ("nearest-exact", "avg-pool", "bilinear", "max-pool")  # appended: older UI choices keep place
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_survives_the_infotext_round_trip(method):
+    settings = TodoSettings(factor=2, method=method)
+    written = to_infotext(settings, "2x/1x")
+    assert written.get("ToDo method") == (None if method == "nearest-exact" else method)  # defaults are left out
+    assert from_infotext(written) == (settings, [])
 
 
 @pytest.mark.parametrize("raw", ["2", 2, 2.0, "2x", " 2 "])
