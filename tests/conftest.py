@@ -54,12 +54,17 @@ class Run(NamedTuple):
     processed: Any  # modules.processing.Processed
 
 
+def _is_under(module: str, names: tuple[str, ...]) -> bool:
+    """Whether `module` is one of `names` (dotted names allowed) or inside one of them."""
+    return any(module == name or module.startswith(name + ".") for name in names)
+
+
 class _ForbidImports(importlib.abc.MetaPathFinder):
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
-        if fullname.split(".")[0] in self.names:
+        if _is_under(fullname, self.names):
             raise ModuleNotFoundError(f"No module named '{fullname}' (forbidden by the test)", name=fullname)
         return None
 
@@ -326,7 +331,7 @@ class WebUI:
     def forbid_imports(*names: str) -> Iterator[None]:
         """Make `import <name>` (and submodules) fail inside the block, as on a webui without those packages
         (Forge has no `ldm`/`sgm`). Modules already imported are hidden for the duration."""
-        hidden = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in names}
+        hidden = {k: sys.modules.pop(k) for k in list(sys.modules) if _is_under(k, names)}
         finder = _ForbidImports(names)
         sys.meta_path.insert(0, finder)
         try:

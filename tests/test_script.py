@@ -239,9 +239,10 @@ def test_img2img_and_sdxl_model(webui):
     assert webui.params(processed)["ToDo applied"] == "2x/1x"
 
 
-@pytest.mark.parametrize("flavour", ["forge", "reforge"])
+@pytest.mark.parametrize("flavour", ["forge", "reforge", "neo"])
 def test_forge_patches_a_clone_per_pass_and_restores(webui, flavour):
-    with webui.forbid_imports("ldm", "sgm"):
+    # Forge has no ldm/sgm; Neo also removed ldm_patched and cut sd_hijack down: the script imports none of them.
+    with webui.forbid_imports("ldm", "sgm", "ldm_patched", "modules.sd_hijack", "modules.sd_hijack_optimizations"):
         webui.load_extension_script(forge_loader=True)
     model = webui.set_model(webui.make_forge_model(flavour=flavour))
     original = model.forge_objects.unet

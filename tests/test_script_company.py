@@ -73,7 +73,7 @@ def todo_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().out.splitlines() if line.startswith("[ToDo]")]
 
 
-@pytest.mark.parametrize("flavour", ["forge", "reforge"])
+@pytest.mark.parametrize("flavour", ["forge", "reforge", "neo"])
 def test_a_clone_made_after_todo_keeps_its_step_window_and_infotext(webui, flavour):
     webui.load_extension_script(start=False, forge_loader=True)
     probe = webui.load_script_text(CLONE_AFTER_TODO, "clone_after.py", "zz-clone-after", forge_loader=True)

@@ -198,15 +198,20 @@ class KModel(nn.Module):
 class UnetPatcher:
     """backend/patcher/unet.py `UnetPatcher` (the patch-registry part of ModelPatcher)."""
 
-    def __init__(self, model: KModel) -> None:
+    def __init__(self, model: KModel, flavour: str = "forge") -> None:
         self.model = model
+        self.flavour = flavour
         self.model_options: dict[str, Any] = {"transformer_options": {}}
         self.object_patches: dict[str, Any] = {}
 
     def clone(self) -> UnetPatcher:
-        n = UnetPatcher(self.model)
+        """Forge and reForge deep-copy the model options, patches included; Neo rebuilds dicts and lists only."""
+        n = UnetPatcher(self.model, self.flavour)
         n.object_patches = self.object_patches.copy()
-        n.model_options = copy.deepcopy(self.model_options)
+        if self.flavour == "neo":
+            n.model_options = _containers_copied(self.model_options)
+        else:
+            n.model_options = copy.deepcopy(self.model_options)
         return n
 
     def is_clone(self, other: Any) -> bool:
@@ -248,6 +253,15 @@ class UnetPatcher:
         self.object_patches[name] = obj
 
 
+def _containers_copied(value: Any) -> Any:
+    """Dicts and lists copied all the way down, everything else shared (Forge Neo's clone)."""
+    if isinstance(value, dict):
+        return {k: _containers_copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_containers_copied(v) for v in value]
+    return value
+
+
 class ForgeObjects:
     def __init__(self, unet: Any, clip: Any = None, vae: Any = None, clipvision: Any = None) -> None:
         self.unet = unet
@@ -264,11 +278,12 @@ class ForgeModel(_ModelBase):
 
     def __init__(self, arch: str, unet: nn.Module, flavour: str = "forge", legacy: bool = False) -> None:
         self._init_common(arch, unet)
-        patcher = UnetPatcher(KModel(unet, self.schedule))
+        patcher = UnetPatcher(KModel(unet, self.schedule), flavour)
         self.forge_objects = ForgeObjects(patcher)
         self.forge_objects_original = self.forge_objects.shallow_copy()
         self.forge_objects_after_applying_lora = self.forge_objects.shallow_copy()
-        self.stub_forge_flavour = flavour  # "forge" (current) or "reforge": how the hires pass resets
+        # "forge" (current), "reforge" or "neo": how the hires pass resets and how the patcher clones
+        self.stub_forge_flavour = flavour
         if legacy:
             self.model = SimpleNamespace(diffusion_model=unet)
 

@@ -14,8 +14,8 @@ the hook run again, and `hr_second_pass_steps or steps` steps are sampled. img2i
 
 Forge models (those with `sd_model.forge_objects`): before each pass `forge_objects` is reset to a
 shallow copy of `forge_objects_after_applying_lora`. Current Forge's hires pass runs `before_hr`, the
-hook, the reset and the hook again (only the second hook's patch is used); the "reforge" flavour runs
-`before_hr`, the reset and the hook once.
+hook, the reset and the hook again (only the second hook's patch is used); the "reforge" and "neo" flavours
+run `before_hr`, the reset and the hook once.
 
 There is no VAE: an output "image" is the final latent mapped to 0..1 by `(latent + 1) / 2`, and
 img2img's `init_images` are latents.
