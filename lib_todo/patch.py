@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from .backends import unet_hooks
-from .layout import is_diffusers_unet, layout_of
+from .backends import flux_diffusers, unet_hooks
+from .layout import dit_layout, is_diffusers_unet, layout_of
 from .plan import TodoPlan
 from .settings import TodoSettings
 from .state import PassState
@@ -58,7 +58,7 @@ class TodoHandle:
 
 
 def apply(model: Any, settings: TodoSettings | None = None, *, native_px: int | None = None) -> TodoHandle:
-    """Install ToDo on an ldm/sgm UNetModel or a diffusers UNet2DConditionModel.
+    """Install ToDo on an ldm/sgm UNetModel, a diffusers UNet2DConditionModel or FluxTransformer2DModel.
 
     `model` may also be what holds the UNet: a diffusers pipeline (`.unet`) or an A1111 model
     (`.model.diffusion_model`). Re-applying replaces what was there. With both factors at 1 nothing is
@@ -66,6 +66,8 @@ def apply(model: Any, settings: TodoSettings | None = None, *, native_px: int | 
     """
     unet = unet_of(model)
     settings = settings or TodoSettings()
+    if flux_diffusers.is_flux_transformer(unet):
+        return _apply_flux(unet, settings, native_px)
     state = PassState(TodoPlan(settings, layout_of(unet, native_px)))
     remove(unet)
     if settings.is_off or not state.plan.layout.attention_ds:
@@ -76,15 +78,30 @@ def apply(model: Any, settings: TodoSettings | None = None, *, native_px: int | 
 
 def remove(model: Any) -> int:
     """Remove whatever lib_todo installed on a UNet (or what holds it); returns how many hooks went."""
-    return unet_hooks.remove_tagged(unet_of(model))
+    unet = unet_of(model)
+    if flux_diffusers.is_flux_transformer(unet):
+        return flux_diffusers.remove_installed(unet)
+    return unet_hooks.remove_tagged(unet)
 
 
 def unet_of(model: Any) -> nn.Module:
-    """The UNet itself, given it or a diffusers pipeline (`.unet`) or an A1111 model (`.model.diffusion_model`)."""
+    """The UNet itself, given it or a diffusers pipeline (`.unet`, or `.transformer` for Flux) or an A1111 model
+    (`.model.diffusion_model`)."""
     if isinstance(getattr(model, "unet", None), nn.Module):
         return model.unet
+    if flux_diffusers.is_flux_transformer(getattr(model, "transformer", None)):
+        return model.transformer
     inner = getattr(getattr(model, "model", None), "diffusion_model", None)
     return inner if isinstance(inner, nn.Module) else model
+
+
+def _apply_flux(transformer: nn.Module, settings: TodoSettings, native_px: int | None) -> TodoHandle:
+    """diffusers' FluxTransformer2DModel: one joint-attention level; factor 1 installs nothing."""
+    state = PassState(TodoPlan(settings, dit_layout(native_px or 1024)))
+    flux_diffusers.remove_installed(transformer)
+    if settings.factor == 1.0:
+        return TodoHandle(transformer, state, [])
+    return TodoHandle(transformer, state, flux_diffusers.install(transformer, state))
 
 
 @contextmanager
