@@ -78,8 +78,11 @@ def test_nearest_exact_equals_attention_written_by_hand(image_first, balance, h,
     rows = [s + (min(s + factor, h) - s) // 2 for s in range(0, h, factor)]
     cols = [s + (min(s + factor, w) - s) // 2 for s in range(0, w, factor)]
     kept = [r * w + c for r in rows for c in cols]
-    counts = [(min(r0 + factor, h) - r0) * (min(c0 + factor, w) - c0) for r0 in range(0, h, factor)
-              for c0 in range(0, w, factor)]
+    counts = [
+        (min(r0 + factor, h) - r0) * (min(c0 + factor, w) - c0)
+        for r0 in range(0, h, factor)
+        for c0 in range(0, w, factor)
+    ]
     img_at = 0 if image_first else txt
     txt_at = h * w if image_first else 0
     picked = [img_at + i for i in kept]

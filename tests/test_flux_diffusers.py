@@ -1,0 +1,246 @@
+"""ToDo on diffusers' real FluxTransformer2DModel (small config, random weights), end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import lib_todo
+from lib_todo import TodoSettings
+from lib_todo.backends import flux_diffusers
+from lib_todo.joint_attention import cell_counts
+
+diffusers = pytest.importorskip("diffusers")
+transformer_flux = pytest.importorskip("diffusers.models.transformers.transformer_flux")
+
+TXT, HEADS, HEAD_DIM = 5, 2, 16
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    torch.manual_seed(0)
+    model = diffusers.FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=8,
+        num_layers=2,
+        num_single_layers=2,
+        attention_head_dim=HEAD_DIM,
+        num_attention_heads=HEADS,
+        joint_attention_dim=24,
+        pooled_projection_dim=12,
+        axes_dims_rope=(4, 6, 6),
+    )
+    return model.eval()
+
+
+def _ids(h: int, w: int) -> torch.Tensor:
+    ids = torch.zeros(h, w, 3)
+    ids[..., 1] += torch.arange(h)[:, None]
+    ids[..., 2] += torch.arange(w)[None, :]
+    return ids.reshape(h * w, 3)
+
+
+def _inputs(h: int, w: int, extra: int = 0, seed: int = 1) -> dict:
+    """Transformer kwargs for an h x w image grid (+ `extra` image tokens appended, as Kontext does)."""
+    g = torch.Generator().manual_seed(seed)
+    img_ids = _ids(h, w)
+    if extra:
+        ref = torch.zeros(extra, 3)
+        ref[:, 0], ref[:, 2] = 1, torch.arange(extra)
+        img_ids = torch.cat([img_ids, ref])
+    return {
+        "hidden_states": torch.randn(2, h * w + extra, 8, generator=g),
+        "encoder_hidden_states": torch.randn(2, TXT, 24, generator=g),
+        "pooled_projections": torch.randn(2, 12, generator=g),
+        "timestep": torch.tensor([0.5, 0.7]),
+        "img_ids": img_ids,
+        "txt_ids": torch.zeros(TXT, 3),
+    }
+
+
+def _run(model, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs).sample
+
+
+def _processors(model) -> list:
+    return [m.processor for m in model.modules() if hasattr(m, "processor")]
+
+
+def _todo_by_hand(monkeypatch, grid: tuple[int, int], factor: int, balance: bool):
+    """Make the ORIGINAL processors attend as ToDo, written out: their dispatch gets downsampled k/v and a bias."""
+    h, w = grid
+
+    def attend(query, key, value, attn_mask=None, **kwargs):  # (B, L, heads, D), text first
+        rows = [r + (min(r + factor, h) - r) // 2 for r in range(0, h, factor)]
+        cols = [c + (min(c + factor, w) - c) // 2 for c in range(0, w, factor)]
+        keep = list(range(TXT)) + [TXT + r * w + c for r in rows for c in cols]
+        k, v = key[:, keep], value[:, keep]
+        logits = torch.einsum("blhd,bshd->bhls", query, k) / math.sqrt(query.shape[-1])
+        if balance:
+            logits[..., TXT:] += cell_counts(grid, factor).log().to(logits.dtype)
+        return torch.einsum("bhls,bshd->blhd", logits.softmax(-1), v)
+
+    monkeypatch.setattr(transformer_flux, "dispatch_attention_fn", attend)
+
+
+def test_factor_one_installs_nothing_and_is_bit_identical(transformer):
+    inputs = _inputs(6, 8)
+    before = _processors(transformer)
+    reference = _run(transformer, inputs)
+    handle = lib_todo.apply(transformer, TodoSettings(factor=1))
+    assert not handle.installed and not flux_diffusers.has_todo(transformer)
+    assert torch.equal(_run(transformer, inputs), reference)
+    handle.remove()
+    assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
+
+
+@pytest.mark.parametrize("balance", [True, False])
+@pytest.mark.parametrize(("grid", "factor"), [((6, 8), 2), ((7, 5), 2), ((9, 6), 3)])
+def test_factor_equals_the_original_processors_with_todo_written_by_hand(
+    transformer, monkeypatch, grid, factor, balance
+):
+    inputs = _inputs(*grid)
+    with lib_todo.patched(transformer, TodoSettings(factor=factor)) as handle:
+        for m in transformer.modules():
+            if isinstance(getattr(m, "processor", None), flux_diffusers.TodoFluxProcessor):
+                m.processor.balance = balance
+        got = _run(transformer, inputs)
+        assert handle.applied == {1: float(factor)}
+        assert handle.state.calls == 4  # 2 double + 2 single blocks
+    assert not flux_diffusers.has_todo(transformer)
+    plain = _run(transformer, inputs)
+    _todo_by_hand(monkeypatch, grid, factor, balance)
+    expected = _run(transformer, inputs)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+    assert (got - plain).abs().max() > 1e-3
+
+
+def test_pipeline_like_holder_and_remove_by_model(transformer):
+    class Holder:  # what FluxPipeline looks like to apply(): a .transformer
+        pass
+
+    holder = Holder()
+    holder.transformer = transformer
+    before = _processors(transformer)
+    handle = lib_todo.apply(holder, TodoSettings(factor=2))
+    assert handle.unet is transformer and flux_diffusers.has_todo(transformer)
+    assert lib_todo.remove(holder) == 4 + 2  # four processors, the pre-hook and the forward hook
+    assert not flux_diffusers.has_todo(transformer)
+    assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
+    handle.remove()  # after remove(model): nothing left to do, nothing broken
+
+
+def test_extra_image_tokens_are_left_alone(transformer):
+    inputs = _inputs(6, 8, extra=12)
+    reference = _run(transformer, inputs)
+    with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
+        assert torch.equal(_run(transformer, inputs), reference)
+    assert handle.state.calls == 0 and handle.state.skipped == {"no grid": 4}
+    assert handle.state.silence_reason() is not None
+
+
+def test_position_ids_that_are_not_a_grid_are_left_alone(transformer):
+    inputs = _inputs(6, 8)
+    inputs["img_ids"] = inputs["img_ids"].flip(0)
+    reference = _run(transformer, inputs)
+    with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
+        assert torch.equal(_run(transformer, inputs), reference)
+    assert handle.state.skipped == {"no grid": 4}
+
+
+def test_exception_mid_forward_restores_everything(transformer):
+    before = _processors(transformer)
+    inputs = _inputs(6, 8)
+    reference = _run(transformer, inputs)
+    failing_block = transformer.single_transformer_blocks[0]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    hook = failing_block.register_forward_pre_hook(fail)
+    try:
+        with pytest.raises(RuntimeError, match="interrupted"):
+            with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
+                _run(transformer, inputs)
+    finally:
+        hook.remove()
+    assert handle.state.calls == 2  # the double blocks ran with ToDo before the failure
+    assert not flux_diffusers.has_todo(transformer)
+    assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
+    assert torch.equal(_run(transformer, inputs), reference)
+
+
+def test_a_failed_forward_forgets_its_grid(transformer):
+    """A block called on its own after a failed forward must not be downsampled with a stale grid."""
+    inputs = _inputs(6, 8)
+    with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
+        with pytest.raises(Exception):  # noqa: B017 - any failure inside the forward will do
+            _run(transformer, {**inputs, "pooled_projections": torch.zeros(2, 3)})
+        processor = transformer.single_transformer_blocks[0].attn.processor
+        assert processor.shape.grid is None and processor.shape.txt_len is None
+        assert handle.state.calls == 0
+
+
+def test_step_window(transformer):
+    inputs = _inputs(6, 8)
+    reference = _run(transformer, inputs)
+    with lib_todo.patched(transformer, TodoSettings(factor=2, start=0.5, stop=1.0)) as handle:
+        assert torch.equal(_run(transformer, inputs), reference)  # step 0: window not yet open
+        assert handle.state.skipped == {"window": 4}
+        handle.set_progress(0.5)
+        assert not torch.equal(_run(transformer, inputs), reference)
+        assert handle.state.calls == 4
+
+
+def test_auto_is_off_at_native_size(transformer):
+    """Auto: a 12 x 12 grid is latent 24 px, far below Flux's native 1024 px: nothing downsampled."""
+    inputs = _inputs(12, 12)
+    reference = _run(transformer, inputs)
+    with lib_todo.patched(transformer, TodoSettings()) as handle:
+        assert torch.equal(_run(transformer, inputs), reference)
+    assert handle.state.calls == 0 and handle.state.silence_reason() is None
+
+
+def test_auto_acts_above_native_when_told_a_small_native_size(transformer):
+    inputs = _inputs(12, 12)
+    with lib_todo.patched(transformer, TodoSettings(), native_px=96) as handle:  # latent 24 = 2x native 12
+        _run(transformer, inputs)
+    assert handle.applied == {1: 2.0}
+
+
+def test_other_processors_are_not_touched(transformer):
+    class Custom:
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+            return transformer_flux.FluxAttnProcessor()(
+                attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb
+            )
+
+    block = transformer.transformer_blocks[0]
+    original = block.attn.processor
+    block.attn.processor = custom = Custom()
+    try:
+        with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
+            _run(transformer, _inputs(6, 8))
+            assert block.attn.processor is custom
+        assert handle.state.calls == 3
+        assert block.attn.processor is custom
+    finally:
+        block.attn.processor = original
+
+
+@pytest.mark.parametrize(
+    ("ids", "n", "expected"),
+    [
+        (_ids(3, 4), 12, (3, 4)),
+        (_ids(3, 4) + torch.tensor([0.0, 5.0, 7.0]), 12, (3, 4)),  # offset positions
+        (_ids(3, 4).unsqueeze(0), 12, (3, 4)),  # the deprecated batched ids
+        (_ids(3, 4), 13, None),
+        (_ids(4, 3)[torch.randperm(12, generator=torch.Generator().manual_seed(0))], 12, None),
+        (None, 12, None),
+    ],
+)
+def test_image_grid_from_ids(ids, n, expected):
+    assert flux_diffusers.image_grid(ids, n) == expected
