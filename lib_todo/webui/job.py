@@ -2,7 +2,8 @@
 
 Kept out of the script: A1111 1.10 loads scripts outside `sys.modules`, where dataclasses and the like break.
 A1111 gets forward pre-hooks on its ldm/sgm UNet, resolved again each pass; Forge, reForge and Forge Neo get
-an attn1 patch on a clone of the UNet patcher, as Forge's own scripts do.
+an attn1 patch on a clone of the UNet patcher, as Forge's own scripts do; a Flux-family DiT on Forge or Neo
+gets a UNet function wrapper on that clone instead (`backends.flux_forge`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..backends.flux_forge import patch_flux_patcher
 from ..backends.forge_unet import patch_unet_patcher
 from ..patch import TodoHandle, apply
 from ..settings import TodoSettings
 from ..state import PassState
-from .models import a1111_unet, is_forge, native_size
+from .models import a1111_unet, is_flux, is_forge, native_size
 
 PASS_NAMES = {"": "the first pass", "hires": "the hires pass"}
 
@@ -45,7 +47,7 @@ class TodoJob:
         try:
             state = self._install(sd_model, settings)
         except (TypeError, AttributeError) as err:
-            self.tell(f"cannot patch this model's UNet ({err}); ToDo is off")
+            self.tell(f"cannot patch this model ({err}); ToDo is off")
             return
         # Forge's hires pass calls the hook twice: a same-label pass that never ran is replaced.
         if self.passes and self.passes[-1][0] == label and not self.passes[-1][1].calls:
@@ -61,14 +63,14 @@ class TodoJob:
             return
         label, state = self.passes[-1]
         state.close()
-        reason = state.silence_reason()
+        reason = None if state.settings.is_off else state.silence_reason()  # factor 1 asks for nothing
         if reason:
             self.tell(f"ToDo was asked to act in {PASS_NAMES[label]} and acted nowhere: {reason}")
 
     def finish(self, sd_model: Any) -> None:
         """End the job: release the pass, and give Forge back the UNet patcher it had before the job."""
         self.end_pass()
-        if self._forge_original is not None and is_forge(sd_model):
+        if self._forge_original is not None and is_forge(sd_model) and self._owns_patcher_of(sd_model):
             sd_model.forge_objects.unet = self._forge_original
         self._forge_original = None
         self._forge_last = None
@@ -79,11 +81,13 @@ class TodoJob:
             self.passes[-1][1].set_progress(step / max(1, total))
 
     def applied(self) -> str:
-        """What ran, e.g. "4x/2x, hires 2x/1x"; passes where ToDo did not act are left out."""
+        """What ran, e.g. "4x/2x, hires 2x/1x" (a DiT has one level: "2x"); passes where ToDo did not act are
+        left out."""
         parts = []
         for label, state in self.passes:
             if state.calls:
-                factors = "/".join(f"{state.applied.get(level, 1.0):g}x" for level in (1, 2))
+                levels = range(1, len(state.plan.layout.level_ds) + 1)
+                factors = "/".join(f"{state.applied.get(level, 1.0):g}x" for level in levels)
                 parts.append(f"{label} {factors}".strip())
         return ", ".join(parts)
 
@@ -101,18 +105,26 @@ class TodoJob:
     def _install(self, sd_model: Any, settings: TodoSettings) -> PassState:
         native_px = native_size(sd_model)
         if is_forge(sd_model):
-            return self._install_forge(sd_model.forge_objects, settings, native_px)
+            patch = patch_flux_patcher if is_flux(sd_model) else patch_unet_patcher
+            return self._install_forge(sd_model.forge_objects, settings, native_px, patch)
         self._handle = apply(a1111_unet(sd_model), settings, native_px=native_px)
         return self._handle.state
 
-    def _install_forge(self, objects: Any, settings: TodoSettings, native_px: int | None) -> PassState:
+    def _owns_patcher_of(self, sd_model: Any) -> bool:
+        """Whether the model's UNet patcher still drives the model ToDo patched (not so after a model switch)."""
+        current = getattr(sd_model.forge_objects, "unet", None)
+        return getattr(current, "model", None) is getattr(self._forge_original, "model", None)
+
+    def _install_forge(
+        self, objects: Any, settings: TodoSettings, native_px: int | None, patch: Callable[..., Any]
+    ) -> PassState:
         # Forge's hires pass may call the hook again before its reset: patch the base, never our own clone.
         base = objects.unet
         if self._forge_last is not None and base is self._forge_last[0]:
             base = self._forge_last[1]
         if self._forge_original is None:
             self._forge_original = base
-        clone, state = patch_unet_patcher(base, settings, native_px)
+        clone, state = patch(base, settings, native_px)
         self._forge_last = (clone, base)
         objects.unet = clone
         return state

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backends import flux_forge
+
 
 def is_forge(sd_model: Any) -> bool:
     """Forge, reForge and Forge Neo keep the UNet patcher in `forge_objects`."""
     return hasattr(sd_model, "forge_objects")
+
+
+def forge_diffusion_model(sd_model: Any) -> Any:
+    """The network inside Forge's UNet patcher (`forge_objects.unet.model.diffusion_model`), or None."""
+    patcher = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
+    return getattr(getattr(patcher, "model", None), "diffusion_model", None)
+
+
+def is_unet_model(sd_model: Any) -> bool:
+    """An SD1.x, SD2.x or SDXL model, by the webui's flags (Forge Neo has no is_sd2)."""
+    return any(getattr(sd_model, flag, False) for flag in ("is_sd1", "is_sd2", "is_sdxl"))
+
+
+def is_flux(sd_model: Any) -> bool:
+    """A Flux-family DiT on Forge or Neo that ToDo serves (Flux.1, Chroma: read from the network, no flag)."""
+    if not is_forge(sd_model) or is_unet_model(sd_model):
+        return False
+    model = forge_diffusion_model(sd_model)
+    return model is not None and flux_forge.unsupported_reason(model) is None
 
 
 def a1111_unet(sd_model: Any) -> Any:
@@ -17,7 +38,7 @@ def a1111_unet(sd_model: Any) -> Any:
 
 def native_size(sd_model: Any) -> int | None:
     """Training size in pixels, from the webui's model flags (None lets the core guess from the layout)."""
-    if getattr(sd_model, "is_sdxl", False):
+    if getattr(sd_model, "is_sdxl", False) or is_flux(sd_model):
         return 1024
     if getattr(sd_model, "is_sd2", False) and getattr(sd_model, "parameterization", "") == "v":
         return 768
@@ -29,10 +50,10 @@ def native_size(sd_model: Any) -> int | None:
 def unsupported_reason(sd_model: Any, opts: Any) -> str | None:
     """Why ToDo cannot run on this model with these webui options, or None."""
     if getattr(sd_model, "is_sd3", False):
-        return "SD3 has no UNet self-attention to downsample"
+        return "SD3 is not supported (its MMDiT joint attention is not the Flux attention ToDo serves)"
     if is_forge(sd_model):
-        if not any(getattr(sd_model, flag, False) for flag in ("is_sd1", "is_sd2", "is_sdxl")):
-            return "this model is not SD1.x, SD2.x or SDXL (Flux and other DiT models are not supported)"
+        if not is_unet_model(sd_model):
+            return _forge_dit_reason(sd_model)  # None for Flux: TensorRT and HyperTile act on UNets only
     elif a1111_unet(sd_model) is None:
         return "no UNet found on this model"
     if tensorrt_active():
@@ -40,6 +61,20 @@ def unsupported_reason(sd_model: Any, opts: Any) -> str | None:
     if getattr(opts, "hypertile_enable_unet", False):
         return "HyperTile U-Net is on (both tile self-attention; use one of them)"
     return None
+
+
+def _forge_dit_reason(sd_model: Any) -> str | None:
+    """None for a Flux-family DiT ToDo serves; else which model it is and why ToDo cannot serve it."""
+    model = forge_diffusion_model(sd_model)
+    if model is None:
+        return "no diffusion model found in forge_objects.unet"
+    reason = flux_forge.unsupported_reason(model)
+    if reason is None:
+        return None
+    return (
+        f"this model ({type(sd_model).__name__}) is not supported: {reason}. ToDo serves SD1.x, SD2.x, SDXL "
+        "and the Flux-family DiTs that share the Flux attention (Flux.1, Chroma)"
+    )
 
 
 def tensorrt_active() -> bool:
