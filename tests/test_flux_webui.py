@@ -283,6 +283,24 @@ def test_a_later_clone_of_the_patcher_keeps_working(stub):
         assert state.calls == 4 and state.skipped == {CLOSED_WINDOW: 1}, flavour
 
 
+def test_a_wrapper_set_before_todo_still_runs_and_each_of_its_calls_gets_its_own_grid(stub):
+    patcher = stub.make_flux_model("forge").forge_objects.unet
+    tiles = []
+
+    def two_tiles(apply_model, args):  # as MultiDiffusion does: the model called per tile
+        halves = args["input"].chunk(2, dim=-1)
+        tiles.extend(tuple(h.shape[-2:]) for h in halves)
+        return torch.cat([apply_model(h, args["timestep"], **args["c"]) for h in halves], dim=-1)
+
+    patcher.set_model_unet_function_wrapper(two_tiles)
+    clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2))
+    args = model_args((8, 16), txt_len=4)
+    stub.call_patcher(clone, args["input"], args["timestep"], args["c"])
+    assert tiles == [(8, 8), (8, 8)]
+    assert state.calls == 2 * 4 and state.skipped == {} and state.latent_hw == (8, 8)
+    assert wrapper_of(patcher) is two_tiles
+
+
 def test_models_todo_cannot_serve_say_which_and_why(stub):
     from lib_todo.webui import models
 

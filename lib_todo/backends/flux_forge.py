@@ -178,8 +178,9 @@ class TodoFluxAttention:
 class FluxCallWrapper:
     """Forge's UNet function wrapper `(apply_model, args) -> output`, installing ToDo for one call at a time.
 
-    `previous` is a wrapper another extension had set on the patcher; it still runs, inside ours. A copy of
-    the wrapper (Forge's clone deep-copies model options) is the wrapper itself, so it steers one state.
+    `previous` is a wrapper another extension had set on the patcher (MultiDiffusion, say); it still runs, and
+    each model call it makes gets ToDo for its own input size. A copy of the wrapper (Forge's clone deep-copies
+    model options) is the wrapper itself, so it steers one state.
     """
 
     def __init__(self, state: PassState, host: FluxHost, previous: Callable[..., Any] | None = None) -> None:
@@ -194,22 +195,22 @@ class FluxCallWrapper:
         return self
 
     def __call__(self, apply_model: Callable[..., torch.Tensor], args: dict[str, Any]) -> torch.Tensor:
-        call = self._call_of(args)
-        if call is None:
-            return self._run(apply_model, args)
-        with attention_replaced(self.host, lambda original: TodoFluxAttention(self.state, self.host, call, original)):
-            return self._run(apply_model, args)
+        def apply_with_todo(x: torch.Tensor, t: torch.Tensor, **c: Any) -> torch.Tensor:
+            call = self._call_of(x, c.get("c_crossattn"))
+            if call is None:
+                return apply_model(x, t, **c)
+            with attention_replaced(
+                self.host, lambda original: TodoFluxAttention(self.state, self.host, call, original)
+            ):
+                return apply_model(x, t, **c)
 
-    def _run(self, apply_model: Callable[..., torch.Tensor], args: dict[str, Any]) -> torch.Tensor:
-        if self.previous is not None:
-            return self.previous(apply_model, args)
-        return apply_model(args["input"], args["timestep"], **args["c"])
+        if self.previous is not None:  # e.g. MultiDiffusion: each tile reaches ToDo as a call of its own size
+            return self.previous(apply_with_todo, args)
+        return apply_with_todo(args["input"], args["timestep"], **args["c"])
 
-    def _call_of(self, args: dict[str, Any]) -> FluxCall | None:
+    def _call_of(self, x: Any, context: Any) -> FluxCall | None:
         """What this model call holds, or None (counted in the state) when ToDo sits it out."""
         state = self.state
-        x = args.get("input")
-        context = (args.get("c") or {}).get("c_crossattn")
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not isinstance(context, torch.Tensor):
             state.skip(NO_GRID)
             return None
