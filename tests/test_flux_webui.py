@@ -258,6 +258,17 @@ def test_an_exception_mid_call_restores_the_attention_function(stub):
     assert state.calls == 3  # two double blocks and the first single block ran with ToDo
 
 
+def test_a_model_load_puts_back_an_attention_function_left_replaced(webui, stub):
+    webui.load_extension_script(forge_loader=True)
+    host = flux_forge.flux_host(stub.make_network("forge"))
+    original = host_attention_function(stub.forge_flux)
+    stuck = flux_forge.attention_replaced(host, lambda original: "ToDo's attention")
+    stuck.__enter__()  # a call that never came back (its thread killed), so its finally never ran
+    assert host_attention_function(stub.forge_flux) == "ToDo's attention" and flux_forge.installed_anywhere()
+    webui.set_model(stub.make_flux_model("forge"))  # on_model_loaded
+    assert host_attention_function(stub.forge_flux) is original and not flux_forge.installed_anywhere()
+
+
 def test_kontext_reference_tokens_are_left_alone_and_counted(stub):
     patcher = stub.make_flux_model("neo").forge_objects.unet
     reference = torch.randn(1, 16, 6, 6, generator=torch.Generator().manual_seed(9))
