@@ -178,24 +178,39 @@ def manual_todo(original: Any, txt_len: int, grid: tuple[int, int], factor: int,
     return attention_function
 
 
+HOSTS = {  # network kind -> (stand-in module of the attention function, its name there)
+    "forge": ("forge_flux", "attention_function"),
+    "forge-chroma": ("forge_flux", "attention_function"),  # Chroma's blocks call Flux's attention
+    "neo": ("neo_flux", "attention_function"),
+    "reforge": ("reforge_flux", "optimized_attention"),
+}
+
+
 @pytest.mark.parametrize(
     "kind, flipped, latent",
-    [("forge", (), (8, 12)), ("forge", (), (9, 11)), ("neo", (True, False), (8, 8)), ("forge-chroma", (), (8, 8))],
+    [
+        ("forge", (), (8, 12)),
+        ("forge", (), (9, 11)),
+        ("neo", (True, False), (8, 8)),
+        ("forge-chroma", (), (8, 8)),
+        ("reforge", (), (6, 10)),
+    ],
 )
 def test_whole_model_equals_todo_by_hand_in_every_block(stub, kind, flipped, latent):
-    host_module = stub.forge_flux if kind != "neo" else stub.neo_flux
+    module_name, function_name = HOSTS[kind]
+    host_module = getattr(stub, module_name)
     network = stub.make_network(kind, **({"flipped": flipped} if flipped else {}))
     flavour = "neo" if kind == "neo" else "forge"
     patcher = stub.make_flux_model(flavour, network=network).forge_objects.unet
     args = model_args(latent, txt_len=5, batch=2)
-    original = host_attention_function(host_module)
+    original = vars(host_module)[function_name]
     baseline = stub.call_patcher(patcher, args["input"], args["timestep"], args["c"])
 
     clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2))
     with torch.no_grad():
         out = stub.call_patcher(clone, args["input"], args["timestep"], args["c"])
     grid = (-(-latent[0] // 2), -(-latent[1] // 2))
-    host_module.attention_function = manual_todo(original, 5, grid, 2, flipped)
+    setattr(host_module, function_name, manual_todo(original, 5, grid, 2, flipped))
     try:
         with torch.no_grad():
             expected = network(
@@ -205,11 +220,11 @@ def test_whole_model_equals_todo_by_hand_in_every_block(stub, kind, flipped, lat
                 transformer_options={},
             )
     finally:
-        host_module.attention_function = original
+        setattr(host_module, function_name, original)
     torch.testing.assert_close(out, args["input"] - expected, rtol=1e-4, atol=1e-4)
     assert not torch.equal(out, baseline)
     assert state.calls == len(network.double_blocks) + len(network.single_blocks)
-    assert host_attention_function(host_module) is original and not flux_forge.installed_anywhere()
+    assert vars(host_module)[function_name] is original and not flux_forge.installed_anywhere()
     assert wrapper_of(patcher) is None  # the original patcher is untouched
 
 

@@ -5,6 +5,7 @@ applies RoPE to q and k and calls the module-level `attention_function(q, k, v, 
 with (B, heads, L, D) tensors and gets (B, L, heads*D) back. Forge main's Chroma imports Flux's `attention`
 by name, and Neo's Chroma reuses Flux's blocks, so every host resolves `attention_function` in the globals of
 the function its blocks call; that is the one name ToDo replaces, and only while one model call runs.
+reForge runs ComfyUI's Flux code, whose `attention(q, k, v, pe)` calls `optimized_attention` the same way.
 
 Per pass, the host patches a clone of the UNet patcher with a UNet function wrapper (Forge's
 `model_function_wrapper`). Per model call the wrapper reads the text length (`c_crossattn`) and the latent
@@ -38,7 +39,9 @@ from ..state import CLOSED_WINDOW, NO_GRID, NOT_ASKED, OWN_CONTEXT, PassState
 
 FLUX_NATIVE_PX = 1024
 ATTENTION = "attention"
-ATTENTION_FUNCTION = "attention_function"
+# What the module-level attention() calls: Forge main and Neo import `attention_function`; reForge (ComfyUI's
+# flux code in ldm_patched) imports `optimized_attention`, with the same calling convention.
+ATTENTION_FUNCTIONS = ("attention_function", "optimized_attention")
 TOKEN_PX = 16  # pixels per image token: Flux.1 patchifies a /8 latent 2x2, Flux.2 a /16 latent 1x1
 # A joint sequence longer than text + grid (Kontext's reference image tokens). Until state.py names this
 # reason, such calls count as "no grid".
@@ -49,12 +52,12 @@ EXTRA_TOKENS = getattr(pass_state, "EXTRA_TOKENS", NO_GRID)
 class FluxHost:
     """A Flux-family model ToDo can serve, and where its attention looks up `attention_function`.
 
-    namespaces: the module globals (one per distinct module) in which the blocks' `attention` resolves
-    `attention_function`. patch: the model's patch size (2 for Flux.1 and Chroma).
+    slots: (module globals, name) of the attention function the blocks' `attention` calls, one per distinct
+    module. patch: the model's patch size (2 for Flux.1 and Chroma).
     """
 
     model: nn.Module
-    namespaces: tuple[dict[str, Any], ...]
+    slots: tuple[tuple[dict[str, Any], str], ...]
     patch: int
 
     def image_first(self, transformer_options: Any) -> bool | None:
@@ -78,19 +81,19 @@ def flux_host(model: Any) -> FluxHost:
     singles = getattr(model, "single_blocks", None)
     if not isinstance(doubles, nn.ModuleList) or not isinstance(singles, nn.ModuleList) or not len(doubles):
         raise TypeError(f"{name} is not a Flux-family DiT (no double and single blocks)")
-    namespaces: dict[int, dict[str, Any]] = {}
+    slots: dict[int, tuple[dict[str, Any], str]] = {}
     for block in [*doubles, *singles]:
-        found = _attention_namespace(block)
+        found = _attention_slot(block)
         if found is None:
             raise TypeError(
                 f"the blocks of {name} ({type(block).__name__}) do not call a module-level attention() "
-                "that calls attention_function, as Flux does"
+                "that calls attention_function or optimized_attention, as Flux does"
             )
-        namespaces[id(found)] = found
+        slots[id(found[0])] = found
     patch = getattr(model, "patch_size", 2)
     if patch not in (1, 2):
         raise TypeError(f"{name} patchifies {patch}x{patch}; ToDo knows Flux's 2x2 (and 1x1 of Flux.2)")
-    return FluxHost(model, tuple(namespaces.values()), int(patch))
+    return FluxHost(model, tuple(slots.values()), int(patch))
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -111,18 +114,18 @@ def flux_layout(patch: int, native_px: int | None = None) -> AttentionLayout:
     return AttentionLayout(layout.attention_ds, native * patch // TOKEN_PX, "dit")
 
 
-def _attention_namespace(block: nn.Module) -> dict[str, Any] | None:
-    """The globals in which this block's `attention` looks up `attention_function` (None if it does not)."""
+def _attention_slot(block: nn.Module) -> tuple[dict[str, Any], str] | None:
+    """(globals, name) of the attention function this block's `attention` calls, or None if it calls none."""
     forward = getattr(type(block), "forward", None)
     block_globals = getattr(forward, "__globals__", None)
     if block_globals is None:
         module = sys.modules.get(type(block).__module__)
         block_globals = vars(module) if module is not None else {}
-    attention = block_globals.get(ATTENTION)
-    found = getattr(attention, "__globals__", None)
-    if found is None or not callable(found.get(ATTENTION_FUNCTION)):
-        return None
-    return found
+    found = getattr(block_globals.get(ATTENTION), "__globals__", None)
+    for name in ATTENTION_FUNCTIONS if found is not None else ():
+        if callable(found.get(name)):
+            return found, name
+    return None
 
 
 @dataclass(frozen=True)
@@ -225,40 +228,39 @@ class FluxCallWrapper:
         return FluxCall(int(context.shape[1]), grid, state.latent_hw)
 
 
-# Namespaces holding ToDo's attention right now, with what they held before: normally empty between calls.
-_REPLACED: dict[int, tuple[dict[str, Any], Any]] = {}
+# Slots holding ToDo's attention right now, with what they held before: normally empty between model calls.
+_REPLACED: dict[tuple[int, str], tuple[dict[str, Any], str, Any]] = {}
 
 
 @contextmanager
 def attention_replaced(host: FluxHost, make: Callable[[Any], Any]) -> Iterator[None]:
-    """`attention_function` in each of the host's namespaces replaced by `make(original)`, then restored."""
+    """The attention function in each of the host's slots replaced by `make(original)`, then restored."""
     done = []
     try:
-        for namespace in host.namespaces:
-            original = namespace[ATTENTION_FUNCTION]
-            _REPLACED.setdefault(id(namespace), (namespace, original))
-            namespace[ATTENTION_FUNCTION] = make(original)
-            done.append((namespace, original))
+        for namespace, name in host.slots:
+            original = namespace[name]
+            _REPLACED.setdefault((id(namespace), name), (namespace, name, original))
+            namespace[name] = make(original)
+            done.append((namespace, name, original))
         yield
     finally:
-        for namespace, original in reversed(done):
-            namespace[ATTENTION_FUNCTION] = original
-            if _REPLACED.get(id(namespace), (None, None))[1] is original:
-                del _REPLACED[id(namespace)]
+        for namespace, name, original in reversed(done):
+            namespace[name] = original
+            if _REPLACED.get((id(namespace), name), (None, None, None))[2] is original:
+                del _REPLACED[(id(namespace), name)]
 
 
 def restore_all() -> int:
-    """Defensive (model switch, UI reload): put back any attention_function still replaced; returns how many."""
-    count = 0
-    for namespace, original in list(_REPLACED.values()):
-        namespace[ATTENTION_FUNCTION] = original
-        count += 1
+    """Defensive (model switch, UI reload): put back any attention function still replaced; returns how many."""
+    for namespace, name, original in _REPLACED.values():
+        namespace[name] = original
+    count = len(_REPLACED)
     _REPLACED.clear()
     return count
 
 
 def installed_anywhere() -> bool:
-    """Whether some namespace holds ToDo's attention now (only ever true inside a model call)."""
+    """Whether some slot holds ToDo's attention now (only ever true inside a model call)."""
     return bool(_REPLACED)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import forge_chroma, forge_flux, neo_flux
+from . import forge_chroma, forge_flux, neo_flux, reforge_flux
 
 CONTEXT_DIM = 24
 TEXT_TOKENS = 8
@@ -28,12 +28,13 @@ NETWORKS = {
     "forge": forge_flux.IntegratedFluxTransformer2DModel,
     "neo": neo_flux.IntegratedFluxTransformer2DModel,
     "forge-chroma": forge_chroma.IntegratedChromaTransformer2DModel,
+    "reforge": reforge_flux.Flux,
 }
 
 
 def make_network(kind: str = "forge", seed: int = 0, **kwargs: Any) -> nn.Module:
-    """A small random stand-in network: Flux of Forge main ("forge") or Forge Neo ("neo"), or Forge main's
-    Chroma ("forge-chroma")."""
+    """A small random stand-in network: Flux of Forge main ("forge"), Forge Neo ("neo") or reForge ("reforge"),
+    or Forge main's Chroma ("forge-chroma")."""
     torch.manual_seed(seed)
     return NETWORKS[kind](context_dim=CONTEXT_DIM, **kwargs).eval()
 
