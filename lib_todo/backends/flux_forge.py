@@ -53,16 +53,18 @@ class FluxHost:
     """A Flux-family model ToDo can serve, and where its attention looks up `attention_function`.
 
     slots: (module globals, name) of the attention function the blocks' `attention` calls, one per distinct
-    module. patch: the model's patch size (2 for Flux.1 and Chroma).
+    module. patch: the model's patch size (2 for Flux.1 and Chroma). flipped: per double block, whether it
+    puts the image tokens first (Neo's `flipped_img_txt`).
     """
 
     model: nn.Module
     slots: tuple[tuple[dict[str, Any], str], ...]
     patch: int
+    flipped: tuple[bool, ...]
 
     def image_first(self, transformer_options: Any) -> bool | None:
         """Whether the attention call now running puts the image tokens first; None when it cannot be told."""
-        flipped = [bool(getattr(b, "flipped_img_txt", False)) for b in self.model.double_blocks]
+        flipped = self.flipped
         if not any(flipped):
             return False
         options = transformer_options if isinstance(transformer_options, dict) else {}
@@ -93,7 +95,8 @@ def flux_host(model: Any) -> FluxHost:
     patch = getattr(model, "patch_size", 2)
     if patch not in (1, 2):
         raise TypeError(f"{name} patchifies {patch}x{patch}; ToDo knows Flux's 2x2 (and 1x1 of Flux.2)")
-    return FluxHost(model, tuple(slots.values()), int(patch))
+    flipped = tuple(bool(getattr(block, "flipped_img_txt", False)) for block in doubles)
+    return FluxHost(model, tuple(slots.values()), int(patch), flipped)
 
 
 def unsupported_reason(model: Any) -> str | None:
