@@ -1,4 +1,5 @@
-"""Opt-in tests that drive a LIVE webui (A1111 >= 1.10 or Forge) with this extension installed, over its HTTP API.
+"""Opt-in tests that drive a LIVE webui (A1111 >= 1.10, Forge, Forge Neo, reForge) with this extension installed,
+over its HTTP API.
 
 Set TODO_WEBUI_URL to the webui's address (e.g. http://127.0.0.1:7860, started with --api or in --test-server
 mode) to run them; without it the whole module is skipped. Only the standard library talks to the server.
@@ -369,12 +370,27 @@ def test_bad_args_still_generate_without_todo(plain: dict[str, str], kind: str, 
     assert image_b64(response) == plain[kind]
 
 
+def hires_upscaler() -> str:
+    """An upscaler the webui's hires fix accepts: "Latent" (or another latent mode) where it has latent modes,
+    else an image upscaler that needs no model file. Forge Neo, for one, has no latent upscale modes.
+    """
+    status, modes = call("GET", "/sdapi/v1/latent-upscale-modes")
+    latent = [mode["name"] for mode in modes] if status == 200 and isinstance(modes, list) else []
+    if latent:
+        return "Latent" if "Latent" in latent else latent[0]
+    names = [upscaler["name"] for upscaler in get("/sdapi/v1/upscalers")]
+    for name in ("Lanczos", "Nearest", "None"):  # built in, no model file
+        if name in names:
+            return name
+    pytest.fail(f"no latent upscale mode and none of Lanczos/Nearest/None among the upscalers: {names}")
+
+
 def test_hires_only_mode_acts_on_the_hires_pass(server: str) -> None:
     payload = txt2img_payload(
         size=SMALL,
         enable_hr=True,
         hr_scale=2,
-        hr_upscaler="Latent",
+        hr_upscaler=hires_upscaler(),
         hr_second_pass_steps=2,
         denoising_strength=0.5,
         # Forge's API fails a hires request without this field (Forge issue #2680); A1111 ignores it.
