@@ -1,7 +1,12 @@
 """Round-robin timing of one cell (model, kernel, size) and its table rows.
 
-Every round calls the baseline and then each configuration once, so each speedup is the median of ratios
-taken within one round (drift cancels).
+Every round calls the baseline and each configuration once, in an order rotated from round to round.
+One estimator gives both columns: a configuration's speed-up is the median over rounds of the ratio
+(baseline time / its time) within the round, so drift and load between rounds cancel; its `ms` is the
+baseline's median time divided by that speed-up, so times and speed-ups always agree.
+
+The clock: CUDA events on CUDA; on a CPU running one torch thread, the CPU time of the process (equal to the
+wall time on an idle machine, and blind to the time other processes hold the cores); else wall time.
 """
 
 from __future__ import annotations
@@ -9,21 +14,36 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .model import Model
-from .variants import BASELINE, TOME_RATIO, Config
+from .registry import BenchModel
+from .variants import BASELINE, Config
+
+CLOCKS = {
+    "cuda-events": "CUDA events around each call",
+    "cpu-time": "CPU time of the process (one torch thread)",
+    "wall": "wall time",
+}
 
 
-def timed_call(model: Model, args: tuple, kwargs: dict[str, Any]) -> tuple[float, float | None, torch.Tensor]:
-    """(ms, peak MB or None, output) of one UNet call; CUDA events and synchronisation on CUDA."""
-    if model.device.type != "cuda":
-        start = time.perf_counter()
+def clock_for(device: torch.device) -> str:
+    """The clock the bench uses on `device` (a key of CLOCKS), given the current torch thread count."""
+    if device.type == "cuda":
+        return "cuda-events"
+    return "cpu-time" if torch.get_num_threads() == 1 else "wall"
+
+
+def timed_call(model: BenchModel, args: tuple, kwargs: dict[str, Any]) -> tuple[float, float | None, torch.Tensor]:
+    """(ms, peak MB or None, output) of one call, by the clock of `clock_for(model.device)`."""
+    clock = clock_for(model.device)
+    if clock != "cuda-events":
+        now = time.process_time if clock == "cpu-time" else time.perf_counter
+        start = now()
         out = model.call(args, kwargs)
-        return (time.perf_counter() - start) * 1000.0, None, out
+        return (now() - start) * 1000.0, None, out
     torch.cuda.synchronize(model.device)
     torch.cuda.reset_peak_memory_stats(model.device)
     begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -43,88 +63,86 @@ def rel_change(out: torch.Tensor, base: torch.Tensor) -> float:
 
 @dataclass
 class Series:
-    """What one configuration measured in one cell."""
+    """What one configuration measured in one cell: its time and its ratio to the baseline, per round."""
 
     config: Config
-    ms: list[float]
-    ratios: list[float]
+    ms: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
     peak_mb: float | None = None
     rel: float | None = None
     applied: str = ""
     level1_factor: float = 1.0
-    error: str | None = None
+    error: str | None = None  # it was tried and failed
+    skipped: str | None = None  # it cannot run here, and why
+
+    @property
+    def live(self) -> bool:
+        return self.error is None and self.skipped is None
+
+    def note(self, ms: float, peak: float | None, base_ms: float | None) -> None:
+        """Record one timed call; `base_ms` is the baseline's time in the same round (None for the baseline)."""
+        self.ms.append(ms)
+        if base_ms is not None:
+            self.ratios.append(base_ms / ms)
+        if peak is not None:
+            self.peak_mb = max(self.peak_mb or 0.0, peak)
 
 
-def _note_peak(series: Series, peak: float | None) -> None:
-    """Keep the largest peak seen (CUDA only; `peak` is None on CPU)."""
-    if peak is not None:
-        series.peak_mb = max(series.peak_mb or 0.0, peak)
-
-
-def _warm(model: Model, series: list[Series], args: tuple, kwargs: dict[str, Any]) -> None:
-    """A first round: warms kernels, records times, output change and applied factors; drops what fails."""
+def _first_round(model: BenchModel, series: list[Series], args: tuple, kwargs: dict[str, Any]) -> None:
+    """Warms kernels, records times, output change and what each configuration did; marks what fails."""
     base_ms, peak, base = timed_call(model, args, kwargs)
-    series[0].ms.append(base_ms)
-    _note_peak(series[0], peak)
+    series[0].note(base_ms, peak, None)
+    series[0].rel = 0.0
     for s in series[1:]:
+        if not s.live:
+            continue
         try:
             with model.configured(s.config) as handle:
                 ms, peak, out = timed_call(model, args, kwargs)
-            s.ms.append(ms)
-            s.ratios.append(base_ms / ms)
-            _note_peak(s, peak)
+            s.note(ms, peak, base_ms)
             s.rel = rel_change(out, base)
             del out
-            if handle is not None:
-                applied = handle.applied
-                s.applied = "/".join(f"{applied.get(level, 1.0):g}x" for level in (1, 2))
-                s.level1_factor = applied.get(1, 1.0)
-            elif s.config.kind == "tome":
-                s.applied = f"tome r{TOME_RATIO:g} /{model.level1_ds}"
-            elif s.config.kind == "bound":
-                s.applied = f"L1 attn1 free ({len(model.level1)})"
+            s.applied, s.level1_factor = model.applied(s.config, handle)
         except Exception as err:  # one failing configuration (OOM, an incompatible tomesd) must not end the run
             s.error = f"{type(err).__name__}: {err}"[:300]
             s.ms.clear()
             s.ratios.clear()
             _free_memory(model.device)
-    series[0].rel = 0.0
 
 
-def _round(model: Model, series: list[Series], args: tuple, kwargs: dict[str, Any], shift: int) -> None:
-    """One baseline call, then each live configuration once (order rotated by `shift`)."""
-    base_ms, peak, out = timed_call(model, args, kwargs)
-    del out
-    series[0].ms.append(base_ms)
-    _note_peak(series[0], peak)
-    live = [s for s in series[1:] if s.error is None]
-    if live:
-        shift %= len(live)
-        live = live[shift:] + live[:shift]
-    for s in live:
+def _round(model: BenchModel, series: list[Series], args: tuple, kwargs: dict[str, Any], shift: int) -> None:
+    """The baseline and each live configuration once, in an order rotated by `shift` (the baseline too, so no
+    configuration always runs right after another)."""
+    order = [s for s in series if s.live]
+    shift %= len(order)
+    order = order[shift:] + order[:shift]
+    times: dict[int, tuple[float, float | None]] = {}
+    for s in order:
         with model.configured(s.config):
             ms, peak, out = timed_call(model, args, kwargs)
         del out
-        s.ms.append(ms)
-        s.ratios.append(base_ms / ms)
-        _note_peak(s, peak)
+        times[id(s)] = (ms, peak)
+    base_ms = times[id(series[0])][0]
+    for s in order:
+        ms, peak = times[id(s)]
+        s.note(ms, peak, None if s is series[0] else base_ms)
 
 
 def measure_cell(
-    model: Model, configs: list[Config], size: tuple[int, int], repeats: int, warmup: int, budget_s: float
+    model: BenchModel, configs: list[Config], size: tuple[int, int], repeats: int, warmup: int, budget_s: float
 ) -> list[Series]:
-    """`warmup` rounds, then timed rounds until `repeats`, or until `budget_s` is spent after at least 3.
+    """`warmup` untimed rounds, then timed rounds until `repeats`, or until `budget_s` is spent after 3.
 
     The first round also records output change and applied factors; with `warmup` 0 it is a timed round.
     """
-    series = [Series(BASELINE, [], [])] + [Series(c, [], []) for c in configs]
+    series = [Series(BASELINE)] + [Series(c, skipped=model.cannot_run(c)) for c in configs]
     args, kwargs = model.inputs(*size)
     min_rounds = min(3, repeats)
     start = time.perf_counter()
     with model.context():
-        _warm(model, series, args, kwargs)
-        for _ in range(warmup - 1):
-            _round(model, series, args, kwargs, 0)
+        _first_round(model, series, args, kwargs)
+        for i in range(warmup - 1):
+            _round(model, series, args, kwargs, i + 1)
         if warmup > 0:
             for s in series:
                 s.ms.clear()
@@ -144,37 +162,73 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def make_rows(model: Model, kernel: str, size: tuple[int, int], series: list[Series]) -> list[dict[str, Any]]:
-    """Table rows of one cell; speedup is the median of within-round ratios."""
+def cell_row(model: str, kernel: str, size: tuple[int, int], *, error: str | None = None, skipped: str | None = None):
+    """The one row of a cell that could not run at all (config "all"), with the error or the reason."""
+    return _row(model, kernel, size, "all", error=error, skipped=skipped)
+
+
+def _row(model: str, kernel: str, size: tuple[int, int], config: str, **values: Any) -> dict[str, Any]:
+    """A table row; fields not in `values` are None."""
+    row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
+    row.update(model=model, kernel=kernel, size=f"{size[0]}x{size[1]}", width_px=size[0], height_px=size[1])
+    row.update(config=config, applied="", rounds=0, round_ms=[])
+    row.update(values)
+    return row
+
+
+ROW_FIELDS = (
+    "model",
+    "kernel",
+    "size",
+    "width_px",
+    "height_px",
+    "config",
+    "ms",
+    "base_ms",
+    "speedup",
+    "ratio_low",
+    "ratio_high",
+    "ideal_ms",
+    "share_of_ideal",
+    "peak_mb",
+    "rel_change",
+    "applied",
+    "rounds",
+    "round_ms",
+    "error",
+    "skipped",
+)
+
+
+def make_rows(model: str, kernel: str, size: tuple[int, int], series: list[Series]) -> list[dict[str, Any]]:
+    """Table rows of one cell: speed-up = median of within-round ratios; ms = baseline median / speed-up.
+
+    ratio_low/high: the smallest and largest within-round ratio (the spread behind the median).
+    ideal_ms: for a level-1 factor f, `base - (1 - 1/f^2) * (base - bound)`, with bound = base / its speed-up.
+    """
     base_ms = statistics.median(series[0].ms)
-    bound = next((s for s in series if s.config.kind == "bound" and s.ms), None)
-    bound_ms = statistics.median(bound.ms) if bound else None
+    bound = next((s for s in series if s.config.kind == "bound" and s.ratios), None)
+    bound_ms = base_ms / statistics.median(bound.ratios) if bound else None
     rows = []
     for s in series:
-        ms = statistics.median(s.ms) if s.ms else None
-        speedup = 1.0 if s.config.kind == "baseline" else (statistics.median(s.ratios) if s.ratios else None)
-        ideal = None
-        if bound_ms is not None and s.config.has_ideal and ms:
-            f = s.level1_factor
-            ideal = base_ms - (1.0 - 1.0 / f**2) * (base_ms - bound_ms)
-        rows.append(
-            {
-                "model": model.name,
-                "kernel": kernel,
-                "size": f"{size[0]}x{size[1]}",
-                "width_px": size[0],
-                "height_px": size[1],
-                "config": s.config.name,
-                "ms": ms,
-                "base_ms": base_ms,
-                "speedup": speedup,
-                "ideal_ms": ideal,
-                "share_of_ideal": ideal / ms if ideal and ms else None,
-                "peak_mb": s.peak_mb,
-                "rel_change": s.rel,
-                "applied": s.applied,
-                "rounds": len(s.ms),
-                "error": s.error,
-            }
-        )
+        values: dict[str, Any] = {
+            "base_ms": base_ms,
+            "peak_mb": s.peak_mb,
+            "rel_change": s.rel,
+            "applied": s.applied,
+            "rounds": len(s.ms),
+            "round_ms": [round(t, 3) for t in s.ms],
+            "error": s.error,
+            "skipped": s.skipped,
+        }
+        if s.config.kind == "baseline":
+            values.update(ms=base_ms, speedup=1.0)
+        elif s.ratios:
+            speedup = statistics.median(s.ratios)
+            values.update(ms=base_ms / speedup, speedup=speedup, ratio_low=min(s.ratios), ratio_high=max(s.ratios))
+            if bound_ms is not None and s.config.has_ideal:
+                f = s.level1_factor
+                ideal = base_ms - (1.0 - 1.0 / f**2) * (base_ms - bound_ms)
+                values.update(ideal_ms=ideal, share_of_ideal=ideal / values["ms"])
+        rows.append(_row(model, kernel, size, s.config.name, **values))
     return rows

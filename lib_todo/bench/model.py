@@ -1,7 +1,11 @@
-"""A built UNet and what the bench needs to run it: inputs, context, installed configurations, level 1."""
+"""A built UNet and what the bench needs to run it: inputs, context, kernels, configurations, level 1.
+
+`UnetModel` is the reference `BenchModel` (see `registry.py`) for the UNets of `unets.py`.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,8 +19,8 @@ from ..grid import level_grid
 from ..layout import layout_of
 from ..patch import apply as todo_apply
 from . import unets
-from .kernels import transformer_blocks
-from .variants import Config, level1_free, tome_patch
+from .kernels import attention_kernel, transformer_blocks
+from .variants import TOME_RATIO, Config, level1_free, tome_patch
 
 BATCH = 2
 TOKENS = 77
@@ -24,8 +28,8 @@ PROBE_PX = 256
 
 
 @dataclass
-class Model:
-    """A built UNet and what the bench needs to run it."""
+class UnetModel:
+    """A built UNet and what the bench needs to run it (the `BenchModel` interface of `registry.py`)."""
 
     name: str
     unet: nn.Module
@@ -58,6 +62,27 @@ class Model:
         out = self.unet(*args, **kwargs)
         return out[0] if isinstance(out, tuple) else out
 
+    def kernel(self, kernel: str) -> Any:
+        """Run attention with `kernel` ("sdpa" or "chunked") inside the returned context."""
+        return attention_kernel(self.unet, self.family, kernel)
+
+    def cannot_run(self, config: Config) -> str | None:
+        """Why `config` cannot run here, or None: only tomesd may be missing."""
+        if config.kind == "tome" and importlib.util.find_spec("tomesd") is None:
+            return "tomesd not installed (pip install tomesd)"
+        return None
+
+    def applied(self, config: Config, handle: Any) -> tuple[str, float]:
+        """What `config` did, for the table ("2x/1x": factor per level), and its level-1 factor."""
+        if handle is not None:
+            done = handle.applied
+            return "/".join(f"{done.get(level, 1.0):g}x" for level in (1, 2)), done.get(1, 1.0)
+        if config.kind == "tome":
+            return f"tome r{TOME_RATIO:g} /{self.level1_ds}", 1.0
+        if config.kind == "bound":
+            return f"L1 attn1 free ({len(self.level1)})", 1.0
+        return "", 1.0
+
     @contextmanager
     def configured(self, config: Config) -> Iterator[Any]:
         """Run the block with `config` installed; yields the ToDo handle for ToDo configs."""
@@ -74,7 +99,7 @@ class Model:
             yield None
 
 
-def load_model(name: str, width: int, device: torch.device) -> Model:
+def load_model(name: str, width: int, device: torch.device) -> UnetModel:
     """Build `name` at `width` (fp32 on CPU; fp16 on CUDA) and find its level-1 transformer blocks."""
     unet = unets.build(name, width=width)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -82,12 +107,12 @@ def load_model(name: str, width: int, device: torch.device) -> Model:
     if unets.SPECS[name].family == "ldm" and hasattr(unet, "dtype"):
         unet.dtype = dtype  # the ldm UNet casts h to this before the first block
     layout = layout_of(unet, unets.SPECS[name].native_px)
-    model = Model(name, unet, unets.SPECS[name], device, [], layout.attention_ds[0])
+    model = UnetModel(name, unet, unets.SPECS[name], device, [], layout.attention_ds[0])
     model.level1 = probe_level1(model)
     return model
 
 
-def probe_level1(model: Model) -> list[nn.Module]:
+def probe_level1(model: UnetModel) -> list[nn.Module]:
     """The transformer blocks whose self-attention runs on level 1, found by one small call."""
     seen: dict[int, int] = {}
     blocks = transformer_blocks(model.unet)

@@ -7,6 +7,8 @@ import json
 import math
 import os
 import platform
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,13 @@ def _fmt(value: Any, spec: str, suffix: str = "") -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a markdown table."""
-    head = (
-        "| model | kernel | size | config | ms | speedup | ideal ms | share of ideal | peak MB | rel change | applied |"
-    )
+    """The rows as a markdown table: ms = baseline median / speed-up; spread = lowest-highest round ratio."""
+    names = ("model", "kernel", "size", "config", "ms", "speedup", "spread", "share of ideal", "peak MB")
+    head = "| " + " | ".join((*names, "output change", "applied")) + " |"
     lines = [head, "|" + "---|" * 11]
     for r in rows:
+        low, high = r.get("ratio_low"), r.get("ratio_high")
+        note = _note(r)
         cells = [
             r["model"],
             r["kernel"],
@@ -32,14 +35,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             r["config"],
             _fmt(r["ms"], ".1f"),
             _fmt(r["speedup"], ".2f", "x"),
-            _fmt(r["ideal_ms"], ".1f"),
+            f"{low:.2f}-{high:.2f}" if low is not None and high is not None else "-",
             _fmt(r["share_of_ideal"] and 100 * r["share_of_ideal"], ".0f", "%"),
             _fmt(r["peak_mb"], ".0f"),
             _fmt(r["rel_change"], ".3f"),
-            r["error"] or r["applied"],
+            note or r["applied"],
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _note(row: dict[str, Any]) -> str:
+    """ "skipped: why" or "failed: error" for a row that has no numbers, else ""."""
+    if row.get("skipped"):
+        return f"skipped: {row['skipped']}"
+    return f"failed: {row['error']}" if row.get("error") else ""
 
 
 def device_name(device: torch.device) -> str:
@@ -90,15 +100,25 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 
 def write_json(path: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Write the results (atomically, so a run cut short leaves a readable file)."""
+    """Write the results atomically (a run cut short leaves a readable file, and no temporary one)."""
+    text = json.dumps({**meta, "rows": rows}, indent=1)
+    _replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """`write(tmp)` to a hidden temporary file beside `path`, then rename it over `path`; the temporary file
+    is removed whatever happens."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**meta, "rows": rows}, indent=1))
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Speedup against resolution per configuration, the bound drawn bold, one panel per model/kernel."""
+    """Speed-up against size per configuration, the bound drawn bold, one panel per model/kernel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,29 +131,39 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 4.2 * nrows), squeeze=False)
     for ax, (model, kernel) in zip(axes.flat, panels, strict=False):
-        _plot_panel(ax, [r for r in rows if r["model"] == model and r["kernel"] == kernel])
+        plot_panel(ax, [r for r in rows if r["model"] == model and r["kernel"] == kernel])
         ax.set_title(f"{model} / {kernel}")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
-def _plot_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
-    """One model/kernel panel: speedup per configuration over the sizes, ordered by pixel count."""
+def plot_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """One model/kernel panel: speed-up per configuration over the sizes, ordered by pixel count.
+
+    Every line has markers, so a single size still shows each configuration and the bound.
+    """
     sizes = sorted({(r["width_px"] * r["height_px"], r["size"]) for r in rows})
     labels = [s for _, s in sizes]
     ax.axhline(1.0, color="grey", lw=0.8)
-    for config in dict.fromkeys(r["config"] for r in rows if r["config"] != "baseline"):
+    for config in dict.fromkeys(r["config"] for r in rows if r["config"] not in ("baseline", "all")):
         points = {r["size"]: r["speedup"] for r in rows if r["config"] == config and r["speedup"]}
         xs = [i for i, s in enumerate(labels) if s in points]
+        if not xs:
+            continue
         ys = [points[labels[i]] for i in xs]
-        style = {"color": "black", "lw": 2.5, "ls": "--"} if config == "bound" else {"marker": "o"}
-        ax.plot(xs, ys, label="bound (L1 self-attn free)" if config == "bound" else config, **style)
+        if config == "bound":
+            style = {"color": "black", "lw": 2.5, "ls": "--", "marker": "D", "ms": 7, "zorder": 3}
+            label = "bound (L1 self-attn free)"
+        else:
+            style, label = {"marker": "o"}, config
+        ax.plot(xs, ys, label=label, **style)
     ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
-    ax.set_ylabel("speedup vs baseline")
+    if len(labels) == 1:
+        ax.set_xlim(-0.5, 0.5)
+    ax.set_ylabel("speed-up vs baseline (median of round ratios)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

@@ -150,7 +150,7 @@ def _ldm_sdxl(width: int, ctx: int) -> nn.Module:
         attention_resolutions=[4, 2],
         num_res_blocks=2,
         channel_mult=[1, 2, 4],
-        num_head_channels=max(8, width // 5),
+        num_head_channels=64 if width == 320 else max(8, width // 4),  # 5 heads at 320, as SDXL's first level
         use_spatial_transformer=True,
         transformer_depth=1,
         context_dim=ctx,
