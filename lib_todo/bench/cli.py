@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from . import registry
-from .measure import CLOCKS, _free_memory, cell_row, clock_for, make_rows, measure_cell
+from .measure import CLOCKS, _free_memory, cell_row, clock_for, clock_seconds, make_rows, measure_cell
 from .model import BATCH
 from .options import PROG, OptionError, parse_args
 from .report import environment, markdown_table, plot, write_json
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     rows: list[dict[str, Any]] = []
     cells_left = sum(len(args.model_sizes[m]) for m in args.models_list) * len(args.kernel_list)
-    t0 = time.perf_counter()
+    t0, spent0 = time.perf_counter(), clock_seconds(device)
     _log(
         f"bench on {meta['device']}: {cells_left} cells, {len(configs) + 1} configs each, {args.warmup} warm-up and "
         f"{args.repeats} timed rounds, budget {args.budget_s:g} s; clock: {CLOCKS[meta['clock']]}"
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             elif kernel not in registry.MODELS[name].kernels:
                 rows.append(cell_row(name, kernel, size, skipped=f"kernel {kernel} not available for {name}"))
             else:
-                share = max(0.0, args.budget_s - (time.perf_counter() - t0)) / cells_left
+                share = max(0.0, args.budget_s - (clock_seconds(device) - spent0)) / cells_left
                 rows.extend(_run_cell(model, args, configs, kernel, size, share))
             cells_left -= 1
             meta["elapsed_s"] = time.perf_counter() - t0
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _free_memory(device)
         plot(rows, out.with_suffix(".png"), _title(meta, args.width))
     meta["elapsed_s"] = time.perf_counter() - t0
+    meta["clock_s"] = clock_seconds(device) - spent0
     write_json(out, meta, rows)
     plot(rows, out.with_suffix(".png"), _title(meta, args.width))
     return {**meta, "rows": rows}

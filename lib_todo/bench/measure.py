@@ -36,6 +36,12 @@ def clock_for(device: torch.device) -> str:
     return "cpu-time" if torch.get_num_threads() == 1 else "wall"
 
 
+def clock_seconds(device: torch.device) -> float:
+    """Now, in seconds, by the bench's clock on `device` (the budget is counted in it, so a busy machine runs
+    the same rounds as an idle one); CUDA counts wall time."""
+    return time.process_time() if clock_for(device) == "cpu-time" else time.perf_counter()
+
+
 def timed_call(model: BenchModel, args: tuple, kwargs: dict[str, Any]) -> tuple[float, float | None, torch.Tensor]:
     """(ms, peak MB or None, output) of one call, by the clock of `clock_for(model.device)`."""
     clock = clock_for(model.device)
@@ -138,7 +144,7 @@ def measure_cell(
     series = [Series(BASELINE)] + [Series(c, skipped=model.cannot_run(c)) for c in configs]
     args, kwargs = model.inputs(*size)
     min_rounds = min(3, repeats)
-    start = time.perf_counter()
+    start = clock_seconds(model.device)
     with model.context():
         _first_round(model, series, args, kwargs)
         for i in range(warmup - 1):
@@ -149,7 +155,7 @@ def measure_cell(
                 s.ratios.clear()
         while len(series[0].ms) < repeats:
             done = len(series[0].ms)
-            if done >= min_rounds and time.perf_counter() - start >= budget_s:
+            if done >= min_rounds and clock_seconds(model.device) - start >= budget_s:
                 break
             _round(model, series, args, kwargs, done + 1)
     return series

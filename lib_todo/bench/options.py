@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--threads", help=f"torch CPU threads, 1 to the core count (default: {_defaults('threads')})")
     add(
-        "--budget-s", help=f"seconds for all cells, split evenly over the cells left (default: {_defaults('budget_s')})"
+        "--budget-s",
+        help="seconds for all cells by the bench's clock (CPU time on a one-thread CPU run), split evenly over the "
+        f"cells left (default: {_defaults('budget_s')})",
     )
     add(
         "--out",
