@@ -18,6 +18,7 @@ OWN_CONTEXT = "own context"
 WRAPPED = "wrapped"
 NO_GRID = "no grid"
 CLOSED_WINDOW = "window"
+EXTRA_TOKENS = "extra tokens"
 NOT_ASKED = "not asked"  # a level whose factor is 1 at this size: left alone as planned
 REASONS = {
     OWN_CONTEXT: "every self-attention call brought its own context or mask (another extension, e.g. "
@@ -26,6 +27,8 @@ REASONS = {
     NO_GRID: "no self-attention call matched the latent grid (another extension resized or merged the feature "
     "maps: Deep Shrink, ToMe, tiling?)",
     CLOSED_WINDOW: "the step window (start/stop) held no step of this pass",
+    EXTRA_TOKENS: "every joint attention call carried tokens beyond the text and the image grid (a Kontext "
+    "reference image, Redux or IP-Adapter image tokens?)",
 }
 NEVER_CALLED = (
     "no attention call of this model reached ToDo (the model's attention layout is not one ToDo knows, or "
