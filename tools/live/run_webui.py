@@ -6,7 +6,7 @@
 What it does, in order:
 1. uses the webui's venv (`<root>/venv`, or --python); with --setup it first creates the venv if needed and
    installs torch (--torch), the packages the webui installs before its requirements, and its requirements
-   file (a `setuptools==` pin older than torch accepts is left out; lines that are not on PyPI are replaced
+   file (its old `setuptools==` pin gives way to SETUPTOOLS below; lines that are not on PyPI are replaced
    as the profile below says, and each replacement is printed);
 2. makes the random-weight SD1.5 checkpoint (tools/live/checkpoint.py) unless --checkpoint names one that
    exists; by default `<root>/models/Stable-diffusion/todo-random-sd15.safetensors`;
@@ -50,6 +50,8 @@ CHECKPOINT_NAME = "todo-random-sd15.safetensors"
 SETTINGS_NAME = "todo-live-settings.json"
 LOG_NAME = "todo-live-server.log"
 READY_LINE = "Startup time:"  # printed by every A1111-family webui once its scripts are loaded
+# Torch >= 2.9 needs setuptools >= 77; the webuis still import pkg_resources, which setuptools 81 dropped.
+SETUPTOOLS = "setuptools>=77.0.3,<81"
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 QUIET_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "DO_NOT_TRACK": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -72,11 +74,15 @@ class WebuiProfile:
 
 
 A1111_REPOSITORIES = ("stable-diffusion-stability-ai", "generative-models", "k-diffusion", "BLIP")
+# The A1111 family's launcher installs OpenAI's CLIP from a GitHub archive; `clip-anytorch` on PyPI is the same
+# `clip` module (k-diffusion imports it at start).
+A1111_FIRST_PACKAGES = ("clip-anytorch",)
 PROFILES = {
     "a1111": WebuiProfile(
         cpu_flags=("--use-cpu", "all", "--no-half", "--precision", "full", "--skip-torch-cuda-test"),
         ckpt_flag="--ckpt",
         requirements="requirements_versions.txt",
+        first_packages=A1111_FIRST_PACKAGES,
         repositories=A1111_REPOSITORIES,
         extra_flags=("--do-not-download-clip", "--no-download-sd-model"),
     ),
@@ -84,6 +90,7 @@ PROFILES = {
         cpu_flags=("--always-cpu", "--skip-torch-cuda-test"),
         ckpt_flag="--ckpt",
         requirements="requirements_versions.txt",
+        first_packages=A1111_FIRST_PACKAGES,
         repositories=A1111_REPOSITORIES,
         extra_flags=("--do-not-download-clip", "--no-download-sd-model"),
     ),
@@ -91,6 +98,7 @@ PROFILES = {
         cpu_flags=("--always-cpu", "--skip-torch-cuda-test"),
         ckpt_flag="--ckpt",
         requirements="requirements_versions.txt",
+        first_packages=A1111_FIRST_PACKAGES,
         # reForge's requirements name a patched pydantic 1.10.15 wheel on GitHub; PyPI has the release.
         replacements={"https://github.com/Panchovix/pydantic-fixreforge/": "pydantic==1.10.15"},
         repositories=A1111_REPOSITORIES,
@@ -218,7 +226,7 @@ def filtered_requirements(path: Path, profile: WebuiProfile) -> list[str]:
         if not line:
             continue
         if line.lower().startswith("setuptools=="):
-            print(f"[live] requirement {line!r} left out: current torch needs a newer setuptools", flush=True)
+            print(f"[live] requirement {line!r} left out: torch needs a newer one ({SETUPTOOLS})", flush=True)
             continue
         for prefix, replacement in profile.replacements.items():
             if line.startswith(prefix):
@@ -238,7 +246,7 @@ def setup_venv(args: argparse.Namespace, profile: WebuiProfile) -> None:
         run_checked([args.base_python, "-m", "venv", venv], "create the venv")
     torch_req = args.torch or default_torch_requirement()
     constraints = venv / "todo-live-constraints.txt"
-    constraints.write_text(torch_req + "\n", encoding="utf-8")
+    constraints.write_text(f"{torch_req}\n{SETUPTOOLS}\n", encoding="utf-8")
     pip = [args.python, "-m", "pip", "install", "-c", constraints]
     run_checked(pip + [torch_req, "torchvision"], "install torch")
     if profile.first_packages:
@@ -381,13 +389,22 @@ def wait_until_ready(proc: subprocess.Popen, log: Path, url: str, timeout_s: flo
             time.sleep(2)
 
 
+# Set through the API once the webui is up (its settings file must not be written before: Neo would take a file
+# without its version stamp for an old install and wait for a key press). No live previews: reForge would try to
+# download the "Approx NN" preview model at the first job, and previews only cost time here.
+TEST_OPTIONS = {"live_previews_enable": False}
+
+
 def select_checkpoint(url: str, checkpoint: Path) -> str:
-    """Make the checkpoint the webui's current model (in our settings file); returns its title."""
+    """Make the checkpoint the webui's current model and set TEST_OPTIONS (all in our settings file).
+
+    Returns the model's title as the webui lists it.
+    """
     models = http_json(url + "/sdapi/v1/sd-models")
     titles = [m["title"] for m in models if Path(m.get("filename", "")).name == checkpoint.name]  # type: ignore
     if not titles:
         raise UsageError(f"the webui does not list {checkpoint.name} among its models: {models}")
-    http_json(url + "/sdapi/v1/options", {"sd_model_checkpoint": titles[0]}, timeout=900.0)
+    http_json(url + "/sdapi/v1/options", {**TEST_OPTIONS, "sd_model_checkpoint": titles[0]}, timeout=900.0)
     return titles[0]
 
 
