@@ -1,0 +1,412 @@
+"""Opt-in live tests: ToDo beside the extensions users run with it (the company matrix), on a LIVE webui.
+
+Like tests/test_live_webui.py (whose HTTP helpers this module imports), everything is skipped unless
+TODO_WEBUI_URL points at a running webui (A1111 >= 1.10, Forge, reForge or Forge Neo, started with --api) with
+sd-webui-todo installed and a real or random-weight checkpoint loaded. Third-party extensions are installed into
+the webui under test, never committed here; each companion below is skipped when the webui does not have it (found
+through /sdapi/v1/scripts and /sdapi/v1/options). Requests are tiny (64 or 128 px, 2 Euler steps).
+
+Per companion, with the companion on in every request:
+- an image comes back with ToDo off and with ToDo on (factor 2 on both levels);
+- ToDo acts where it can (its infotext says what ran, and the pixels change), and where it cannot (a companion
+  that gives every self-attention its own context, one that tiles self-attention, ToMe on the same layers) the
+  infotext claims nothing and the console says why in a `[ToDo]` line;
+- ToDo off gives the same pixels as the companion alone: alone in this server (no ToDo args), and, when
+  TODO_COMPANY_BASELINE names a file recorded from the same webui WITHOUT sd-webui-todo installed, alone there;
+- nothing is left behind: the plain job after the ToDo job has the same pixels as the plain job before.
+And with tests/live_extensions/zz_clone_after_todo installed on a Forge-family webui: a script that clones the
+UNet patcher after ToDo changes nothing (same image; the infotext still says ToDo ran; Stop at still holds).
+
+Environment:
+- TODO_WEBUI_URL: the webui (required).
+- TODO_WEBUI_LOG: the file the webui's console goes to. The console lines are checked from it; without it only
+  the infotext is checked and the console lines are to be read by hand.
+- TODO_COMPANY_RECORD: against a webui WITHOUT sd-webui-todo: write the pixel digests of each companion alone
+  (and of the plain job) to this JSON file; the ToDo tests skip.
+- TODO_COMPANY_BASELINE: such a JSON file, to compare "ToDo off" with the webui without ToDo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_live_webui
+from test_live_webui import (
+    SCRIPT_NAME,
+    call,
+    generate,
+    get,
+    image_b64,
+    infotext,
+    init_image_b64,
+    pixels,
+    png_size,
+    todo_args,
+    todo_params,
+    txt2img_payload,
+)
+
+server = test_live_webui.server  # the fixture: skips without TODO_WEBUI_URL, fails if the webui is unreachable
+LOG_PATH = os.environ.get("TODO_WEBUI_LOG", "").strip()
+RECORD_PATH = os.environ.get("TODO_COMPANY_RECORD", "").strip()
+BASELINE_PATH = os.environ.get("TODO_COMPANY_BASELINE", "").strip()
+TODO_ON = todo_args(True, 2, 2)  # factor 2 on both levels: acts at 64 px (level 1 8x8 -> 4x4, level 2 4x4 -> 2x2)
+TODO_OFF = todo_args(False, 2, 2, "avg-pool")  # off, with values that would act if they were read
+TODO_LINE = re.compile(r"^.*\[ToDo\].*$", re.MULTILINE)
+CLONE_SCRIPT = "todo test: clone after"  # tests/live_extensions/zz_clone_after_todo
+CLONE_KEY = "Clone after ToDo"
+
+
+def reference_image() -> str:
+    """A 64 px gradient as plain base64 (both ControlNets take it without a data-URL prefix)."""
+    return init_image_b64(64).split(",", 1)[1]
+
+
+@dataclass(frozen=True)
+class Companion:
+    """An extension (or built-in) run beside ToDo, and how to switch it on through the API.
+
+    script: its alwayson script name as /sdapi/v1/scripts lists it (lower-cased title), if it has one;
+    args: its alwayson args that switch it on; settings: override_settings that switch it on (each key must be
+    an option the webui has); todo: "acts" where ToDo can act beside it, "says why" where it cannot and must
+    say so in the console.
+    """
+
+    name: str
+    todo: str
+    script: str | None = None
+    args: tuple[Any, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict)
+    size: int = 64
+    steps: int = 2
+
+    def alwayson(self) -> dict[str, Any]:
+        return {self.script: {"args": list(self.args)}} if self.script else {}
+
+    def payload(self, todo: dict[str, Any] | None) -> dict[str, Any]:
+        """The txt2img request with this companion on, and ToDo's args when given."""
+        extra: dict[str, Any] = {}
+        scripts = {**self.alwayson(), **(todo or {})}
+        if scripts:
+            extra["alwayson_scripts"] = scripts
+        if self.settings:
+            extra["override_settings"] = dict(self.settings)
+            extra["override_settings_restore_afterwards"] = True
+        return txt2img_payload(size=self.size, steps=self.steps, **extra)
+
+
+def controlnet_reference_unit() -> dict[str, Any]:
+    """One ControlNet unit running the reference_only preprocessor (no ControlNet model needed)."""
+    return {
+        "enabled": True,
+        "module": "reference_only",
+        "model": "None",
+        "image": reference_image(),
+        "weight": 1.0,
+        "guidance_start": 0.0,
+        "guidance_end": 1.0,
+        "control_mode": "Balanced",
+        "resize_mode": "Crop and Resize",
+        "processor_res": 64,
+        "threshold_a": 0.5,
+        "pixel_perfect": False,
+        "save_detected_map": False,  # else the answer carries the preprocessor's map as a second image
+    }
+
+
+COMPANIONS = [
+    # reference_only calls each self-attention with a context of its own (the reference bank): ToDo keeps out.
+    Companion("ControlNet reference_only", "says why", "controlnet", (controlnet_reference_unit(),)),
+    # A1111 extensions (ljleb FreeU, wcde Kohya hires fix, Tiled Diffusion, DeepCache standalone).
+    # FreeU normalises a channel-mean map by its max - min: a 1x1 map (64 px, deepest level) gives NaN alone.
+    Companion("FreeU (sd-webui-freeu)", "acts", "freeu", (True,), size=128),
+    Companion(
+        "Kohya Deep Shrink (sd-webui-kohya-hiresfix)",
+        "acts",
+        "kohya hires.fix",
+        # enable, one pass only, depth 3/4, stop at 0.5/0.5, scaler, down 0.5, up 2, no smooth, no early out
+        (True, True, 3, 4, 0.5, 0.5, "bicubic", 0.5, 2.0, False, False),
+    ),
+    Companion(
+        "Tiled Diffusion MultiDiffusion",
+        "acts",
+        "tiled diffusion",
+        # enabled, method, overwrite size, keep input size, w, h, latent tile 6x6, overlap 4, 4 tiles per batch:
+        # a 64 px image (latent 8x8) in 2x2 tiles, one UNet call per step
+        (True, "MultiDiffusion", False, True, 1024, 1024, 6, 6, 4, 4),
+    ),
+    Companion(
+        "DeepCache (sd-webui-deepcache-standalone)",
+        "acts",
+        settings={
+            "deepcache_enable_pass": "both passes",
+            "deepcache_cache_enable_step_percentage": 0.0,
+            "deepcache_full_run_step_rate": 2,  # step 0 runs the whole UNet, step 1 reuses the deep features
+        },
+    ),
+    # Settings built into the webuis.
+    Companion("ToMe (token_merging_ratio 0.5)", "acts", settings={"token_merging_ratio": 0.5}),
+    Companion("HyperTile U-Net", "says why", settings={"hypertile_enable_unet": True}),
+    # Forge built-ins (extensions-builtin/sd_forge_*).
+    Companion("Forge FreeU Integrated", "acts", "freeu integrated (sd 1.x, sd 2.x, sdxl)", (True,), size=128),
+    Companion("Forge Kohya HRFix Integrated", "acts", "kohya hrfix integrated", (True, 3, 2.0, 0.0, 0.5)),
+    Companion(
+        "Forge MultiDiffusion Integrated",
+        "acts",
+        "multidiffusion integrated",
+        (True, "MultiDiffusion", 48, 48, 32, 4),  # 2x2 tiles of 48 px (latent 6x6), all four in one batch
+    ),
+    Companion("Forge PerturbedAttentionGuidance", "acts", "perturbedattentionguidance integrated", (True, 3.0)),
+    Companion(
+        "Forge SelfAttentionGuidance", "acts", "selfattentionguidance integrated (sd 1.x, sd 2.x, sdxl)", (True,)
+    ),
+]
+IDS = [c.name for c in COMPANIONS]
+
+
+# What the server has.
+
+
+@pytest.fixture(scope="module")
+def scripts_listed(server: str) -> set[str]:
+    return set(get("/sdapi/v1/scripts")["txt2img"])
+
+
+@pytest.fixture(scope="module")
+def options(server: str) -> dict[str, Any]:
+    return get("/sdapi/v1/options")
+
+
+@pytest.fixture(scope="module")
+def todo_installed(scripts_listed: set[str]) -> bool:
+    return SCRIPT_NAME in scripts_listed
+
+
+def require(companion: Companion, scripts_listed: set[str], options: dict[str, Any]) -> None:
+    """Skip unless the webui under test has this companion."""
+    if companion.script and companion.script not in scripts_listed:
+        pytest.skip(f"this webui has no script {companion.script!r}")
+    missing = [key for key in companion.settings if key not in options]
+    if missing:
+        pytest.skip(f"this webui has no setting {missing[0]!r}")
+    if companion.script == "controlnet" and not controlnet_has_reference(scripts_listed):
+        pytest.skip("this webui's ControlNet lists no reference_only preprocessor")
+
+
+def controlnet_has_reference(scripts_listed: set[str]) -> bool:
+    status, body = call("GET", "/controlnet/module_list")
+    if status != 200 or not isinstance(body, dict):
+        return True  # no listing route (Forge's built-in): try it
+    return "reference_only" in (body.get("module_list") or [])
+
+
+# The server's console.
+
+
+class Console:
+    """New lines of the server's log file since the last `mark()` (nothing without TODO_WEBUI_LOG)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path) if path else None
+        self.offset = 0
+
+    def mark(self) -> None:
+        if self.path is not None:
+            self.offset = self.path.stat().st_size
+
+    def todo_lines(self) -> list[str]:
+        if self.path is None:
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            text = f.read().decode("utf-8", errors="replace")
+        return [line.strip() for line in TODO_LINE.findall(text)]
+
+
+@pytest.fixture(scope="module")
+def console(server: str) -> Console:
+    return Console(LOG_PATH)
+
+
+# Runs, made once per module and shared by the tests that check them.
+
+
+def digest(b64: str) -> str:
+    return hashlib.sha256(pixels(b64)).hexdigest()
+
+
+@dataclass
+class Run:
+    off: dict[str, Any]  # companion on, ToDo args present and off
+    on: dict[str, Any]  # companion on, ToDo on
+    on_console: list[str]  # [ToDo] console lines written during the ToDo-on job
+    after: str  # the plain job after the ToDo-on job (base64 PNG)
+    alone: str | None = None  # companion on, no ToDo args (base64 PNG), made on demand
+
+
+class PlainJobs(dict):
+    """The plain job (no companion, no ToDo) per size, made the first time a size is asked for."""
+
+    def __missing__(self, size: int) -> str:
+        return self.make(size)
+
+    def make(self, size: int) -> str:
+        """The plain job at this size, made now if it was not made yet."""
+        if size not in self:
+            self[size] = image_b64(generate("txt2img", txt2img_payload(size=size)))
+        return self[size]
+
+
+@pytest.fixture(scope="module")
+def plain_before(server: str) -> PlainJobs:
+    """The plain jobs before any companion ran: 64 px now, other sizes before the first companion of that size."""
+    jobs = PlainJobs()
+    jobs.make(64)
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def runs(plain_before: PlainJobs, console: Console) -> dict[str, Run]:
+    return {}
+
+
+def run_for(companion: Companion, runs: dict[str, Run], console: Console, plain_before: PlainJobs) -> Run:
+    if companion.name not in runs:
+        plain_before.make(companion.size)  # before the companion runs
+        off = generate("txt2img", companion.payload(TODO_OFF))
+        console.mark()
+        on = generate("txt2img", companion.payload(TODO_ON))
+        lines = console.todo_lines()
+        after = image_b64(generate("txt2img", txt2img_payload(size=companion.size)))
+        runs[companion.name] = Run(off, on, lines, after)
+    return runs[companion.name]
+
+
+def alone(companion: Companion, run: Run) -> str:
+    if run.alone is None:
+        run.alone = image_b64(generate("txt2img", companion.payload(None)))
+    return run.alone
+
+
+@pytest.fixture
+def companion_run(
+    request: pytest.FixtureRequest,
+    scripts_listed: set[str],
+    options: dict[str, Any],
+    todo_installed: bool,
+    runs: dict[str, Run],
+    console: Console,
+    plain_before: PlainJobs,
+) -> tuple[Companion, Run]:
+    companion: Companion = request.param
+    require(companion, scripts_listed, options)
+    if not todo_installed:
+        pytest.skip("sd-webui-todo is not installed in this webui (recording mode?)")
+    return companion, run_for(companion, runs, console, plain_before)
+
+
+def companions_param(test: Any) -> Any:
+    return pytest.mark.parametrize("companion_run", COMPANIONS, ids=IDS, indirect=True)(test)
+
+
+# The tests.
+
+
+@companions_param
+def test_images_with_todo_off_and_on(companion_run: tuple[Companion, Run]) -> None:
+    companion, run = companion_run
+    for response in (run.off, run.on):
+        assert png_size(image_b64(response)) == (companion.size, companion.size)
+    assert "ToDo" not in infotext(run.off), infotext(run.off)
+
+
+@companions_param
+def test_todo_acts_or_says_why(companion_run: tuple[Companion, Run]) -> None:
+    companion, run = companion_run
+    applied = todo_params(run.on).get("ToDo applied", "")
+    print(f"\n{companion.name}: ToDo applied {applied or '-'}; console: {run.on_console or '-'}")
+    if companion.todo == "acts":
+        assert applied, f"ToDo did not act beside {companion.name}: {infotext(run.on)}; console: {run.on_console}"
+        assert pixels(image_b64(run.on)) != pixels(image_b64(run.off)), "ToDo acted but the image did not change"
+        return
+    assert not applied, f"ToDo claims it acted beside {companion.name}: {infotext(run.on)}"
+    assert pixels(image_b64(run.on)) == pixels(image_b64(run.off)), "ToDo claims nothing but changed the image"
+    if not LOG_PATH:
+        pytest.skip("set TODO_WEBUI_LOG to the server's log file to check the console line")
+    assert run.on_console, f"ToDo could not act beside {companion.name} and said nothing in the console"
+
+
+@companions_param
+def test_todo_off_is_the_companion_alone(companion_run: tuple[Companion, Run]) -> None:
+    companion, run = companion_run
+    assert pixels(image_b64(run.off)) == pixels(alone(companion, run))
+    if BASELINE_PATH:
+        recorded = json.loads(Path(BASELINE_PATH).read_text())["companions"].get(companion.name)
+        if recorded is None:
+            pytest.skip(f"{BASELINE_PATH} has no digest for {companion.name}")
+        assert digest(image_b64(run.off)) == recorded, "ToDo off differs from the webui without ToDo"
+
+
+@companions_param
+def test_nothing_left_behind(companion_run: tuple[Companion, Run], plain_before: PlainJobs) -> None:
+    companion, run = companion_run
+    assert pixels(run.after) == pixels(plain_before[companion.size]), "the plain job after differs from before"
+
+
+def test_plain_job_is_the_webui_without_todo(plain_before: PlainJobs, todo_installed: bool) -> None:
+    if not BASELINE_PATH or not todo_installed:
+        pytest.skip("set TODO_COMPANY_BASELINE to a digest file recorded without sd-webui-todo")
+    recorded = json.loads(Path(BASELINE_PATH).read_text())["plain"]
+    for size, b64 in plain_before.items():
+        assert digest(b64) == recorded[str(size)], f"the plain {size} px job differs from the webui without ToDo"
+
+
+# A script after ToDo that clones the UNet patcher (Forge family; tests/live_extensions/zz_clone_after_todo).
+
+
+def test_a_later_clone_of_the_unet_patcher_changes_nothing(scripts_listed: set[str], todo_installed: bool) -> None:
+    if CLONE_SCRIPT not in scripts_listed or not todo_installed:
+        pytest.skip("install tests/live_extensions/zz_clone_after_todo (and sd-webui-todo) to run this")
+    todo = todo_args(True, 2, 2, "nearest-exact", 0.0, 0.5)  # Stop at 0.5: the second of two steps runs plain
+
+    def job(clone: bool, scripts: dict[str, Any]) -> dict[str, Any]:
+        extra = {CLONE_SCRIPT: {"args": [True]}} if clone else {}
+        return generate("txt2img", txt2img_payload(size=64, steps=2, alwayson_scripts={**scripts, **extra}))
+
+    cloned = job(True, todo)
+    if CLONE_KEY not in infotext(cloned):
+        pytest.skip("the clone script found no UNet patcher to clone (not a Forge-family webui)")
+    alone_ = job(False, todo)
+    whole_window = job(False, todo_args(True, 2, 2))
+    assert pixels(image_b64(alone_)) != pixels(image_b64(whole_window)), "Stop at 0.5 made no difference"
+    assert todo_params(cloned).get("ToDo applied"), f"no ToDo in the infotext after a clone: {infotext(cloned)}"
+    assert todo_params(cloned) == todo_params(alone_)
+    assert pixels(image_b64(cloned)) == pixels(image_b64(alone_)), "a later clone changed ToDo's image"
+
+
+# Recording the webui without ToDo.
+
+
+def test_record_the_webui_without_todo(
+    scripts_listed: set[str], options: dict[str, Any], todo_installed: bool, plain_before: PlainJobs
+) -> None:
+    if not RECORD_PATH:
+        pytest.skip("TODO_COMPANY_RECORD is not set")
+    assert not todo_installed, "record against a webui WITHOUT sd-webui-todo installed"
+    companions = {}
+    for companion in COMPANIONS:
+        try:
+            require(companion, scripts_listed, options)
+        except pytest.skip.Exception:
+            continue
+        plain_before.make(companion.size)
+        companions[companion.name] = digest(image_b64(generate("txt2img", companion.payload(None))))
+    record = {"plain": {str(size): digest(b64) for size, b64 in plain_before.items()}, "companions": companions}
+    Path(RECORD_PATH).write_text(json.dumps(record, indent=1) + "\n")
