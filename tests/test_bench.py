@@ -224,6 +224,32 @@ def test_rows_that_cannot_run_are_listed_with_the_reason(monkeypatch, small_sd15
     assert "skipped: tomesd not installed" in report.markdown_table(rows)
 
 
+class _FailsAfterFirstCall:
+    """The real small model, except that configuration `f2` fails (as out of memory) after its first call."""
+
+    def __init__(self, model) -> None:
+        self._model, self._calls = model, 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def configured(self, config):
+        if config.name == "f2":
+            self._calls += 1
+            if self._calls > 1:
+                raise RuntimeError("out of memory")
+        return self._model.configured(config)
+
+
+def test_a_configuration_failing_in_a_later_round_is_listed_and_the_others_go_on(small_sd15):
+    configs = bench.make_configs([2.0], {"bound", "f"})
+    series = measure.measure_cell(_FailsAfterFirstCall(small_sd15), configs, (128, 128), 2, 1, 60)
+    base, bound, f2 = measure.make_rows("sd15", "sdpa", (128, 128), series)
+    assert f2["error"] == "RuntimeError in a later round: out of memory" and f2["speedup"] is None
+    assert bound["rounds"] == base["rounds"] == 2 and bound["speedup"] > 1.0
+    assert "failed: RuntimeError in a later round" in report.markdown_table([base, bound, f2])
+
+
 def test_one_estimator_for_times_ratios_and_ideal():
     bound, f2 = Config("bound", "bound"), Config("f2", "todo", has_ideal=True)
     series = [

@@ -124,14 +124,23 @@ def _round(model: BenchModel, series: list[Series], args: tuple, kwargs: dict[st
     order = order[shift:] + order[:shift]
     times: dict[int, tuple[float, float | None]] = {}
     for s in order:
-        with model.configured(s.config):
-            ms, peak, out = timed_call(model, args, kwargs)
-        del out
-        times[id(s)] = (ms, peak)
+        try:
+            with model.configured(s.config):
+                ms, peak, out = timed_call(model, args, kwargs)
+            del out
+            times[id(s)] = (ms, peak)
+        except Exception as err:  # a configuration failing in a later round (OOM): marked, the others go on
+            if s is series[0]:
+                raise
+            s.error = f"{type(err).__name__} in a later round: {err}"[:300]
+            s.ms.clear()
+            s.ratios.clear()
+            _free_memory(model.device)
     base_ms = times[id(series[0])][0]
     for s in order:
-        ms, peak = times[id(s)]
-        s.note(ms, peak, None if s is series[0] else base_ms)
+        if id(s) in times:
+            ms, peak = times[id(s)]
+            s.note(ms, peak, None if s is series[0] else base_ms)
 
 
 def measure_cell(
