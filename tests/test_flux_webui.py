@@ -20,7 +20,7 @@ import torch
 from lib_todo.backends import flux_forge
 from lib_todo.joint_attention import joint_attention
 from lib_todo.settings import TodoSettings
-from lib_todo.state import CLOSED_WINDOW
+from lib_todo.state import CLOSED_WINDOW, EXTRA_TOKENS, REASONS
 
 STUB = Path(__file__).resolve().parent / "webui_stub"
 TODO = "ToDo"
@@ -291,8 +291,8 @@ def test_kontext_reference_tokens_are_left_alone_and_counted(stub):
     baseline = stub.call_patcher(patcher, args["input"], args["timestep"], args["c"])
     clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2))
     assert torch.equal(stub.call_patcher(clone, args["input"], args["timestep"], args["c"]), baseline)
-    assert state.calls == 0 and state.skipped == {flux_forge.EXTRA_TOKENS: 4}
-    assert state.silence_reason()
+    assert state.calls == 0 and state.skipped == {EXTRA_TOKENS: 4}
+    assert state.silence_reason() == REASONS[EXTRA_TOKENS]
 
 
 def test_a_later_clone_of_the_patcher_keeps_working(stub):

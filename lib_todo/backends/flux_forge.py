@@ -29,13 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import state as pass_state
 from ..grid import level_grid
 from ..joint_attention import joint_attention
 from ..layout import AttentionLayout, dit_layout
 from ..plan import TodoPlan
 from ..settings import TodoSettings
-from ..state import CLOSED_WINDOW, NO_GRID, NOT_ASKED, OWN_CONTEXT, PassState
+from ..state import CLOSED_WINDOW, EXTRA_TOKENS, NO_GRID, NOT_ASKED, OWN_CONTEXT, PassState
 
 FLUX_NATIVE_PX = 1024
 ATTENTION = "attention"
@@ -43,9 +42,6 @@ ATTENTION = "attention"
 # flux code in ldm_patched) imports `optimized_attention`, with the same calling convention.
 ATTENTION_FUNCTIONS = ("attention_function", "optimized_attention")
 TOKEN_PX = 16  # pixels per image token: Flux.1 patchifies a /8 latent 2x2, Flux.2 a /16 latent 1x1
-# A joint sequence longer than text + grid (Kontext's reference image tokens). Until state.py names this
-# reason, such calls count as "no grid".
-EXTRA_TOKENS = getattr(pass_state, "EXTRA_TOKENS", NO_GRID)
 
 
 @dataclass(frozen=True)
