@@ -14,17 +14,22 @@ N. Timing is round-robin (each round: baseline, then every configuration, order 
 median of the per-round ratios. Output change: ||out - base|| / ||base|| of the image tokens' output, for
 spatially smooth image inputs (a coarse random field upsampled to the grid plus a little noise, as real
 latents are far from white noise).
+
+On a CPU shared with other jobs, `--clock cpu --threads 2` with OMP_WAIT_POLICY=PASSIVE times the process's CPU
+time (the work done) instead of the wall clock (mostly the wait for a core). `--balance-study` measures the output
+change with and without balance on a small random-weight FluxTransformer2DModel and on joint attention alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +43,7 @@ from ..backends.flux_diffusers import ForwardShape, TodoFluxProcessor, _apply_ro
 from ..grid import downsampled_grid
 from ..layout import dit_layout
 from ..plan import TodoPlan
-from ..settings import TodoSettings
+from ..settings import AUTO, TodoSettings
 from ..state import PassState
 from .measure import rel_change
 from .report import environment, write_json
@@ -58,6 +63,7 @@ class FluxConfig:
     factor: float = 1.0
     balance: bool = True
     bound: bool = False
+    settings: TodoSettings | None = None  # instead of `factor` (e.g. auto), as the main bench's configs carry
 
 
 BASELINE = FluxConfig("baseline")
@@ -102,9 +108,10 @@ class Case:
     dtype: torch.dtype
     attns: list[nn.Module] = field(default_factory=list)
 
-    def inputs(self, px: int) -> tuple[dict[str, Any], int, tuple[int, int]]:
-        h = w = px // PATCH_PX
-        g = torch.Generator().manual_seed(px)
+    def inputs(self, px: int, height_px: int | None = None) -> tuple[dict[str, Any], int, tuple[int, int]]:
+        """For a `px x height_px` image (square by default): latent px/8, patch grid ceil(latent/2)."""
+        h, w = (-(-(side // 8) // 2) for side in (height_px or px, px))
+        g = torch.Generator().manual_seed(px * 7919 + h)
         txt_ids = torch.zeros(TEXT_TOKENS, 3)
         img_ids = _grid_ids(h, w)
         if self.name == "transformer":
@@ -147,8 +154,8 @@ def configured(case: Case, config: FluxConfig, txt_len: int, grid: tuple[int, in
         if config.bound:
             for a in case.attns:
                 a.processor = TextKeysOnly(txt_len)
-        elif config.factor > 1.0:
-            state = PassState(TodoPlan(TodoSettings(factor=config.factor), dit_layout()))
+        elif config.settings is not None or config.factor > 1.0:
+            state = PassState(TodoPlan(config.settings or TodoSettings(factor=config.factor), dit_layout()))
             state.latent_hw = (2 * grid[0], 2 * grid[1])
             shape = ForwardShape(txt_len, grid)
             for a, original in zip(case.attns, saved, strict=True):
@@ -159,12 +166,19 @@ def configured(case: Case, config: FluxConfig, txt_len: int, grid: tuple[int, in
             a.processor = original
 
 
-def timed(case: Case, kwargs: dict[str, Any]) -> tuple[float, torch.Tensor]:
-    """(ms, output) of one call; CUDA events and synchronisation on CUDA."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(case: Case, kwargs: dict[str, Any], clock: str = "wall") -> tuple[float, torch.Tensor]:
+    """(ms, output) of one call; CUDA events and synchronisation on CUDA.
+
+    On the CPU, clock "cpu" is the process's CPU time: on a box shared with other jobs it counts the work done,
+    not the time spent waiting for a core (run with OMP_WAIT_POLICY=PASSIVE so idle threads do not spin).
+    """
     if case.device.type != "cuda":
-        start = time.perf_counter()
+        start = CLOCKS[clock]()
         out = case.call(kwargs)
-        return (time.perf_counter() - start) * 1000.0, out
+        return (CLOCKS[clock]() - start) * 1000.0, out
     begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize(case.device)
     begin.record()
@@ -174,7 +188,9 @@ def timed(case: Case, kwargs: dict[str, Any]) -> tuple[float, torch.Tensor]:
     return begin.elapsed_time(end), out
 
 
-def measure(case: Case, configs: list[FluxConfig], px: int, repeats: int, budget_s: float) -> list[dict[str, Any]]:
+def measure(
+    case: Case, configs: list[FluxConfig], px: int, repeats: int, budget_s: float, clock: str = "wall"
+) -> list[dict[str, Any]]:
     """One untimed baseline call, then rounds until `repeats`, or until `budget_s` is spent after one round."""
     kwargs, txt_len, grid = case.inputs(px)
     ms: dict[str, list[float]] = {c.name: [] for c in [BASELINE, *configs]}
@@ -185,12 +201,12 @@ def measure(case: Case, configs: list[FluxConfig], px: int, repeats: int, budget
     with torch.inference_mode():
         base_out = case.call(kwargs)  # warms the kernels for these shapes; also the reference output
         while len(ms["baseline"]) < repeats and (not ms["baseline"] or time.perf_counter() - start < budget_s):
-            base_ms, _ = timed(case, kwargs)
+            base_ms, _ = timed(case, kwargs, clock)
             ms["baseline"].append(base_ms)
             shift = len(ms["baseline"]) % len(configs)
             for config in configs[shift:] + configs[:shift]:
                 with configured(case, config, txt_len, grid) as state:
-                    t, out = timed(case, kwargs)
+                    t, out = timed(case, kwargs, clock)
                 ms[config.name].append(t)
                 ratios[config.name].append(base_ms / t)
                 if config.name not in rel:
@@ -241,13 +257,15 @@ def _rows(case, px, grid, configs, ms, ratios, rel, applied) -> list[dict[str, A
     return rows
 
 
-def build_blocks(device: torch.device, dtype: torch.dtype) -> list[Case]:
-    """One full-width double block and one single block, random weights (torch's default init)."""
+def build_blocks(device: torch.device, dtype: torch.dtype, only: str | None = None) -> list[Case]:
+    """One full-width double block and one single block (or `only` one of them), random weights."""
     from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
 
     torch.manual_seed(0)
     cases = []
     for name, cls in (("double block", FluxTransformerBlock), ("single block", FluxSingleTransformerBlock)):
+        if only not in (None, name):
+            continue
         block = cls(HIDDEN, HEADS, HEAD_DIM).to(device=device, dtype=dtype).eval()
         cases.append(Case(name, block, device, dtype, [block.attn]))
     return cases
@@ -414,6 +432,123 @@ def attention_study(px_list: list[int], factors: list[float], heads: int = 4) ->
     return rows
 
 
+def bias_study(px: int = 1024, factor: int = 2, repeats: int = 3) -> list[dict[str, Any]]:
+    """CPU time of three ways to add the balance bias, against plain SDPA over the same keys (no bias): full
+    width (24 heads of 128), bf16, `px` image side, median of `repeats` calls after one warm-up."""
+    h = w = px // PATCH_PX
+    kept = math.prod(downsampled_grid(h, w, factor))
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, HEADS, TEXT_TOKENS + h * w, HEAD_DIM, generator=g).bfloat16()
+    k, v = (torch.randn(1, HEADS, TEXT_TOKENS + kept, HEAD_DIM, generator=g).bfloat16() for _ in range(2))
+    bias = torch.cat([torch.zeros(TEXT_TOKENS), torch.full((kept,), math.log(factor**2))])
+
+    def plain() -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v)
+
+    def mask() -> torch.Tensor:
+        from ..joint_attention import biased_attention
+
+        return biased_attention(q, k, v, bias)
+
+    def extra_dim() -> torch.Tensor:  # q gets a column of ones, k the bias / scale: padded to a multiple of 8
+        scale, pad = 1 / math.sqrt(HEAD_DIM), 8
+        qe = F.pad(torch.cat([q, torch.ones_like(q[..., :1])], -1), (0, pad - 1))
+        ke = F.pad(
+            torch.cat([k, (bias / scale).to(k.dtype).view(1, 1, -1, 1).expand(1, HEADS, -1, 1)], -1), (0, pad - 1)
+        )
+        return F.scaled_dot_product_attention(qe, ke, F.pad(v, (0, pad)), scale=scale)[..., :HEAD_DIM]
+
+    def two_merged() -> torch.Tensor:  # text keys and image keys apart, merged by their log-sum-exp
+        op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        t = TEXT_TOKENS
+        out_t, lse_t = op(q, k[:, :, :t], v[:, :, :t])[:2]
+        out_i, lse_i = op(q, k[:, :, t:], v[:, :, t:])[:2]
+        lse_i = lse_i + math.log(factor**2)
+        top = torch.maximum(lse_t, lse_i)
+        wt, wi = (lse_t - top).exp().unsqueeze(-1), (lse_i - top).exp().unsqueeze(-1)
+        return ((out_t.float() * wt + out_i.float() * wi) / (wt + wi)).to(q.dtype)
+
+    rows, reference = [], mask().float()
+    for fn in (plain, mask, extra_dim, two_merged):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            out = fn()
+            times.append((time.process_time() - start) * 1000.0)
+        diff = float((out.float() - reference).abs().max())
+        rows.append(
+            {
+                "what": "bias",
+                "variant": fn.__name__,
+                "size": px,
+                "factor": factor,
+                "cpu_ms": statistics.median(times),
+                "max_abs_diff_to_mask": diff,
+            }
+        )
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+class FluxBenchModel:
+    """A Case seen through the main bench's `BenchModel` interface (registry.py). ToDo runs balanced there;
+    `python -m lib_todo.bench.flux` also has the unbalanced rows."""
+
+    def __init__(self, case: Case, name: str) -> None:
+        self.case, self.name, self.device = case, name, case.device
+        self._shape: tuple[int, tuple[int, int]] = (TEXT_TOKENS, (1, 1))
+
+    def inputs(self, width_px: int, height_px: int) -> tuple[tuple, dict[str, Any]]:
+        kwargs, txt_len, grid = self.case.inputs(width_px, height_px)
+        self._shape = (txt_len, grid)
+        return (), kwargs
+
+    def context(self) -> Any:
+        return torch.inference_mode()
+
+    def call(self, args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+        return self.case.call(kwargs)
+
+    def kernel(self, kernel: str) -> Any:
+        return nullcontext()
+
+    def cannot_run(self, config: Any) -> str | None:
+        if config.kind == "tome":
+            return "tomesd merges UNet tokens only"
+        if config.kind == "todo" and config.settings.factor_level2 not in (AUTO, 1.0):
+            return "a DiT has one level: no level-2 factor"
+        return None
+
+    @contextmanager
+    def configured(self, config: Any) -> Iterator[Any]:
+        flux = FluxConfig(config.name, bound=config.kind == "bound", settings=config.settings)
+        if config.kind not in ("bound", "todo"):
+            flux = BASELINE
+        with configured(self.case, flux, *self._shape) as state:
+            yield state
+
+    def applied(self, config: Any, handle: Any) -> tuple[str, float]:
+        if config.kind == "bound":
+            return f"text keys only ({len(self.case.attns)} attn)", 1.0
+        factor = handle.applied.get(1, 1.0) if handle is not None else 1.0
+        return (f"{factor:g}x balanced" if factor > 1.0 else "not downsampled"), factor
+
+
+def load_bench_model(which: str) -> Callable[[int, torch.device], FluxBenchModel]:
+    """Loader for registry.py: "flux-double", "flux-single" (full-width blocks) or "flux" (the whole model, bf16
+    on CUDA). The bench's `--width` does not apply: Flux runs at its real width."""
+
+    def load(width: int, device: torch.device) -> FluxBenchModel:
+        dtype = torch.bfloat16
+        if which == "flux":
+            return FluxBenchModel(build_transformer(device, dtype), which)
+        cases = build_blocks(device, dtype, only="double block" if which == "flux-double" else "single block")
+        return FluxBenchModel(cases[0], which)
+
+    return load
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Errors are one line (what was wrong and what is accepted) and exit 2, without the usage block."""
 
@@ -431,7 +566,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", default="3", help="timed rounds per cell (at most): one number, or one per size")
     p.add_argument("--budget-s", type=float, default=300.0, help="no new round once a cell ran this long")
     p.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
-    p.add_argument("--out", default="results/cpu/flux_blocks.json")
+    p.add_argument("--clock", default="wall", choices=sorted(CLOCKS), help="CPU only: wall time or process CPU time")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results JSON (default results/cpu/flux_blocks.json on the CPU, "
+        "results/gpu/flux_transformer.json on CUDA); the PNG goes beside it",
+    )
     p.add_argument("--balance-study", action="store_true", help="output change with/without balance, small model")
     return p
 
@@ -459,6 +600,10 @@ def _checked(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Nam
         args.repeats = args.repeats * len(args.sizes)
     if len(args.repeats) != len(args.sizes) or min(args.repeats) < 1:
         p.error(f"--repeats {args.repeats}: accepted: one count of 1 or more, or one per size")
+    if args.out is None and args.balance_study:
+        args.out = "results/cpu/flux_balance.json"
+    elif args.out is None:
+        args.out = "results/cpu/flux_blocks.json" if args.device == "cpu" else "results/gpu/flux_transformer.json"
     return args
 
 
@@ -467,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.balance_study:
-        rows = balance_study(args.sizes, args.factors)
+        rows = balance_study(args.sizes, args.factors) + bias_study()
         write_json(Path(args.out), {**environment(torch.device("cpu")), "args": vars(args)}, rows)
         return 0
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
@@ -480,13 +625,15 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "timestamp": datetime.now(timezone.utc).isoformat(),
         "untested_on_gpu": device.type == "cuda",
+        "clock": args.clock,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
     }
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for px, repeats in zip(args.sizes, args.repeats, strict=True):
         for case in cases:
             tc = time.perf_counter()
-            cell = measure(case, configs, px, repeats, args.budget_s)
+            cell = measure(case, configs, px, repeats, args.budget_s, args.clock)
             rows.extend(cell)
             meta["elapsed_s"] = time.perf_counter() - t0
             write_json(out, meta, rows)
