@@ -95,7 +95,41 @@ UNET_ENTRIES = (
     ModelEntry("ldm-sd15", "SD1.5 UNet (A1111's ldm)", _unet_loader("ldm-sd15"), LDM, profiles=("cuda",)),
     ModelEntry("ldm-sdxl", "SDXL-like UNet (A1111's ldm, one block per level)", _unet_loader("ldm-sdxl"), LDM),
 )
-ENTRIES: tuple[ModelEntry, ...] = UNET_ENTRIES
+
+
+def _flux_loader(name: str) -> Callable[[int, torch.device], BenchModel]:
+    def load(width: int, device: torch.device) -> BenchModel:
+        from .flux import load_bench_model  # flux.py imports the timing code, which imports this module
+
+        return load_bench_model(name)(width, device)
+
+    return load
+
+
+FLUX_ENTRIES = (
+    ModelEntry(
+        "flux-double",
+        "Flux double block, full width, bf16 (diffusers)",
+        _flux_loader("flux-double"),
+        DIFFUSERS,
+        kernels=("sdpa",),
+    ),
+    ModelEntry(
+        "flux-single",
+        "Flux single block, full width, bf16 (diffusers)",
+        _flux_loader("flux-single"),
+        DIFFUSERS,
+        kernels=("sdpa",),
+    ),
+    ModelEntry(
+        "flux",
+        "Flux.1-dev transformer, random weights, bf16 (diffusers; GPU, untested)",
+        _flux_loader("flux"),
+        DIFFUSERS,
+        kernels=("sdpa",),
+    ),
+)
+ENTRIES: tuple[ModelEntry, ...] = (*UNET_ENTRIES, *FLUX_ENTRIES)
 MODELS: dict[str, ModelEntry] = {e.name: e for e in ENTRIES}
 
 
