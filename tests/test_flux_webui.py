@@ -445,6 +445,40 @@ def test_flux_job_that_raises_leaves_nothing_behind(flux_webui):
     assert model.forge_objects.unet is original_patcher
 
 
+RECORD_PATCHER = """
+from modules import scripts
+
+SEEN = []
+
+
+class RecordPatcher(scripts.Script):
+    def title(self):
+        return "Record patcher"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def process(self, p, *args):
+        SEEN.append(p.sd_model.forge_objects.unet)
+"""
+
+
+def test_a_job_that_raised_never_hands_its_patcher_to_the_next_model(webui, stub):
+    webui.load_extension_script(start=False, forge_loader=True)
+    probe = webui.load_script_text(RECORD_PATCHER, "record.py", "zz-record", forge_loader=True)
+    webui.start()
+    webui.set_model(stub.make_flux_model("forge"))
+    webui.inject_failure(step=1)
+    with pytest.raises(webui.InjectedFailure):
+        webui.txt2img({TODO: [True, 2]})
+    webui.sd_samplers.clear_failure()
+    other = webui.set_model(stub.make_flux_model("forge", seed=1))
+    own_patcher = other.forge_objects.unet
+    webui.txt2img({TODO: [False]})  # ToDo's process() finishes the job that raised, then the probe looks
+    webui.assert_no_errors()
+    assert probe.SEEN[-1] is own_patcher
+
+
 CLONE_AFTER_TODO = """
 from modules import scripts
 
