@@ -1,6 +1,6 @@
 """The measurements behind the parts of the auto rule that are ours, and the two nearest methods, on the CPU.
 
-    python tools/measure_auto_rule.py [--width 32] [--rounds 2] [--threads 2] [--batch 1]
+    python tools/measure_auto_rule.py [--width 32] [--rounds 2] [--threads 2] [--batch 1] [--sizes 1024,2048]
 
 On diffusers' SD1.5 UNet architecture (random weights, channel width `--width`; 320 is the real model), one
 UNet call per configuration, interleaved in rotating order in each round, after one untimed warm-up call
@@ -28,6 +28,7 @@ import lib_todo  # noqa: E402
 from lib_todo.bench.unets import build, example_inputs  # noqa: E402
 
 WARM_UP_PX = 256
+SIZES = (1024, 2048)
 CASES = {  # px: [(label, settings or None for the baseline)]
     2048: [
         ("baseline", None),
@@ -55,6 +56,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"got {text!r}; accepted: a whole number from 1")
     return value
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    try:
+        chosen = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        chosen = ()
+    if not chosen or any(px not in CASES for px in chosen):
+        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: a comma list of {', '.join(map(str, SIZES))}")
+    return chosen
 
 
 def head_width(text: str) -> int:
@@ -89,6 +100,7 @@ def measure(unet: torch.nn.Module, px: int, batch: int, rounds: int) -> None:
         for label, settings in cases[r % len(cases) :] + cases[: r % len(cases)]:
             seconds, outs[label] = call(unet, args, kwargs, settings)  # the same output every round
             times[label].append(seconds)
+            print(f"  round {r + 1}: {px} px | {label} | {seconds * 1000:.0f} ms", flush=True)
     base = outs["baseline"]
     for label, _ in cases:
         ratios = [b / t for b, t in zip(times["baseline"], times[label], strict=True)]
@@ -109,12 +121,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=positive_int, default=2, help="timed rounds (default 2)")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    parser.add_argument("--sizes", type=sizes, default=SIZES, help="which of 1024,2048 (default both)")
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
     unet = build("sd15", width=opts.width)
     print(f"CPU, torch {torch.__version__}, {opts.threads} threads, SD1.5 UNet width {opts.width}, batch {opts.batch}")
     print("size | configuration | ms | speed-up (range) | output change (rel. L2 vs baseline)")
-    for px in (1024, 2048):
+    for px in opts.sizes:
         measure(unet, px, opts.batch, opts.rounds)
 
 
