@@ -91,7 +91,7 @@ PROFILES = {
         ckpt_flag="--ckpt",
         requirements="requirements_versions.txt",
         first_packages=A1111_FIRST_PACKAGES,
-        repositories=A1111_REPOSITORIES,
+        repositories=("huggingface_guess", "BLIP"),
         extra_flags=("--do-not-download-clip", "--no-download-sd-model"),
     ),
     "reforge": WebuiProfile(
@@ -134,6 +134,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--root", required=True, type=Path, help="the webui's folder (where launch.py is)")
     p.add_argument("--python", type=Path, help="the webui venv's python (default: <root>/venv/bin/python)")
     p.add_argument("--setup", action="store_true", help="create the venv if missing and pip-install the webui")
+    p.add_argument("--setup-only", action="store_true", help="--setup and make the checkpoint, then stop")
     p.add_argument("--base-python", default=sys.executable, help="python that creates the venv with --setup")
     p.add_argument("--torch", default=None, help="torch requirement for --setup (default: this python's torch)")
     p.add_argument(
@@ -164,6 +165,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--webui-arg", action="append", default=[], help="one more argument for launch.py; repeatable")
     args = p.parse_args(argv)
+    args.setup = args.setup or args.setup_only
     args.pytest_args = pytest_args
     return args
 
@@ -460,6 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             setup_venv(args, profile)
         versions = venv_versions(args.python)
         ensure_checkpoint(args.checkpoint)
+        if args.setup_only:
+            print(f"[live] {args.webui} at {args.root} is set up ({versions})", flush=True)
+            return 0
         port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
