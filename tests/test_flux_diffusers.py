@@ -11,6 +11,7 @@ import lib_todo
 from lib_todo import TodoSettings
 from lib_todo.backends import flux_diffusers
 from lib_todo.joint_attention import cell_counts
+from lib_todo.layout import dit_layout
 
 diffusers = pytest.importorskip("diffusers")
 transformer_flux = pytest.importorskip("diffusers.models.transformers.transformer_flux")
@@ -138,8 +139,8 @@ def test_extra_image_tokens_are_left_alone(transformer):
     reference = _run(transformer, inputs)
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
         assert torch.equal(_run(transformer, inputs), reference)
-    assert handle.state.calls == 0 and handle.state.skipped == {"no grid": 4}
-    assert handle.state.silence_reason() is not None
+    assert handle.state.calls == 0 and handle.state.skipped == {"extra tokens": 4}
+    assert "Kontext" in handle.state.silence_reason()
 
 
 def test_position_ids_that_are_not_a_grid_are_left_alone(transformer):
@@ -284,3 +285,18 @@ def test_bench_cli_errors_are_one_line(argv, says, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and says in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("side_px", "factor"),
+    [(512, 1), (1024, 1), (1280, 1), (1528, 1), (1536, 2), (2048, 2), (2552, 2), (2560, 3), (3072, 3), (3584, 4)],
+)
+def test_dit_auto_factor_by_generated_side(side_px, factor):
+    """Against Flux's native 1024 px: off below 1.5x native, then the side ratio rounded half up."""
+    latent = side_px // 8
+    assert lib_todo.auto_factors((latent, latent), dit_layout()) == (factor, 1)
+
+
+def test_dit_auto_uses_the_geometric_mean_side():
+    assert lib_todo.auto_factors((1536 // 8, 1024 // 8), dit_layout()) == (1, 1)  # sqrt(1536 * 1024) = 1254 px
+    assert lib_todo.auto_factors((2048 // 8, 1536 // 8), dit_layout()) == (2, 1)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..joint_attention import joint_attention
-from ..state import CLOSED_WINDOW, NO_GRID, OWN_CONTEXT, PassState
+from ..state import CLOSED_WINDOW, EXTRA_TOKENS, NO_GRID, OWN_CONTEXT, PassState
 
 TAG = "_lib_todo_flux"
 PROCESSOR_NAMES = ("FluxAttnProcessor", "FluxAttnProcessor2_0")
@@ -36,6 +36,7 @@ class ForwardShape:
 
     txt_len: int | None = None
     grid: tuple[int, int] | None = None
+    why_none: str = NO_GRID  # why `grid` is None: no readable grid, or a grid followed by extra image tokens
 
 
 class TodoFluxProcessor:
@@ -73,7 +74,7 @@ class TodoFluxProcessor:
             state.skip(OWN_CONTEXT)  # a mask sized for the full sequence, or a sequence split across devices
             return None
         if shape.grid is None or shape.txt_len is None:
-            state.skip(NO_GRID)
+            state.skip(shape.why_none)
             return None
         n_img = shape.grid[0] * shape.grid[1]
         text = encoder.shape[1] if encoder is not None else hidden.shape[1] - n_img
@@ -169,6 +170,16 @@ def image_grid(img_ids: torch.Tensor | None, n_image: int) -> tuple[int, int] | 
     return (h, w) if torch.equal(rows, expected_rows) and torch.equal(cols, expected_cols) else None
 
 
+def _grid_then_more(img_ids: Any) -> bool:
+    """Whether the ids start with a row-major grid that more image tokens follow (Kontext's reference image:
+    its ids carry another first coordinate)."""
+    if not isinstance(img_ids, torch.Tensor) or img_ids.dim() not in (2, 3) or img_ids.shape[-1] < 3:
+        return False
+    ids = img_ids[0] if img_ids.dim() == 3 else img_ids
+    lead = int((ids[:, 0] == ids[0, 0]).int().cumprod(0).sum().item())
+    return 0 < lead < ids.shape[0] and image_grid(ids[:lead], lead) is not None
+
+
 class _ProcessorSwap:
     """Puts the original processors back (only where ours is still the one installed)."""
 
@@ -204,7 +215,9 @@ def _shape_hook(state: PassState, shape: ForwardShape) -> Callable:
         encoder = _arg(args, kwargs, 1, "encoder_hidden_states")
         ok = isinstance(hidden, torch.Tensor) and hidden.dim() == 3 and isinstance(encoder, torch.Tensor)
         shape.txt_len = int(encoder.shape[1]) if ok else None
-        shape.grid = image_grid(_arg(args, kwargs, 4, "img_ids"), int(hidden.shape[1])) if ok else None
+        ids = _arg(args, kwargs, 4, "img_ids")
+        shape.grid = image_grid(ids, int(hidden.shape[1])) if ok else None
+        shape.why_none = EXTRA_TOKENS if ok and shape.grid is None and _grid_then_more(ids) else NO_GRID
         # The latent before the 2x2 patchify: the plan's level-1 grid of it is the image grid.
         state.latent_hw = None if shape.grid is None else (2 * shape.grid[0], 2 * shape.grid[1])
 
@@ -214,6 +227,7 @@ def _shape_hook(state: PassState, shape: ForwardShape) -> Callable:
 def _forget_shape(shape: ForwardShape) -> Callable:
     def forget(module: nn.Module, args: tuple, output: Any) -> None:
         shape.txt_len = shape.grid = None
+        shape.why_none = NO_GRID
 
     return forget
 
