@@ -11,6 +11,7 @@ live) -> downsample. Backends (`lib_todo.backends`) install it per model family;
 """
 
 from .auto import auto_factors, resolve_factors
+from .backends.flux_forge import patch_flux_patcher
 from .backends.forge_unet import patch_unet_patcher
 from .backends.unet_hooks import has_hooks
 from .downsample import downsample_kv
@@ -42,6 +43,7 @@ __all__ = [
     "has_hooks",
     "layout_of",
     "level_grid",
+    "patch_flux_patcher",
     "patch_unet_patcher",
     "patched",
     "remove",

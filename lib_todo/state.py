@@ -88,7 +88,7 @@ class PassState:
 
     def silence_reason(self) -> str | None:
         """Why ToDo acted nowhere although this pass asked it to act, or None (it acted, or was not asked)."""
-        if self.calls:
+        if self.calls or self.settings.is_off:
             return None
         if self.latent_hw is not None and not self.plan.acts_at(self.latent_hw):
             return None  # e.g. auto at native size: nothing was asked

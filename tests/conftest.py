@@ -27,7 +27,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STUB = Path(__file__).resolve().parent / "webui_stub"
-STUB_TOP_LEVEL = ("modules", "stub_models")
+STUB_TOP_LEVEL = ("modules", "stub_models", "stub_flux")
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))

@@ -63,7 +63,7 @@ class TodoJob:
             return
         label, state = self.passes[-1]
         state.close()
-        reason = None if state.settings.is_off else state.silence_reason()  # factor 1 asks for nothing
+        reason = state.silence_reason()
         if reason:
             self.tell(f"ToDo was asked to act in {PASS_NAMES[label]} and acted nowhere: {reason}")
 

@@ -131,7 +131,8 @@ class CFGDenoiser:
 def forge_sampling_function(x, sigma, cond, uncond, cond_scale) -> torch.Tensor:
     """backend/sampling/sampling_function.py for one cond and one uncond: the patcher is read per call from
     `sd_model.forge_objects.unet`; both go in one batch, uncond first (`cond_or_uncond=[1, 0]`); cfg 1 skips
-    the uncond unless `disable_cfg1_optimization`."""
+    the uncond unless `disable_cfg1_optimization`; the model is called through the patcher's
+    `model_function_wrapper` when one is set."""
     unet = shared.sd_model.forge_objects.unet
     model_options = unet.model_options
     skip_uncond = cond_scale == 1.0 and not model_options.get("disable_cfg1_optimization", False)
@@ -149,7 +150,14 @@ def forge_sampling_function(x, sigma, cond, uncond, cond_scale) -> torch.Tensor:
     input_x = torch.cat([chunks[cx][0] for cx in cond_or_uncond])
     context = torch.cat([chunks[cx][1] for cx in cond_or_uncond])
     sigmas = torch.cat([sigma] * len(cond_or_uncond))
-    out = unet.model.apply_model(input_x, sigmas, context, to).chunk(len(cond_or_uncond))
+    c = {"c_crossattn": context, "transformer_options": to}
+    wrapper = model_options.get("model_function_wrapper")  # e.g. MultiDiffusion's tiling, ToDo on Flux
+    if wrapper is None:
+        out = unet.model.apply_model(input_x, sigmas, **c)
+    else:
+        args = {"input": input_x, "timestep": sigmas, "c": c, "cond_or_uncond": cond_or_uncond[:]}
+        out = wrapper(unet.model.apply_model, args)
+    out = out.chunk(len(cond_or_uncond))
     preds = dict(zip(cond_or_uncond, out, strict=True))
     if skip_uncond:
         return preds[0]

@@ -6,8 +6,7 @@ As in Forge: the engine (`FluxForgeModel`, Forge's `Flux(ForgeDiffusionEngine)`)
 `forge_objects.unet` is a UNet patcher whose `model` (KModel) holds the network as `diffusion_model`.
 Forge's sampling function calls the patcher's `model_function_wrapper`, when set, as
 `wrapper(model.apply_model, {"input", "timestep", "c": {"c_crossattn", "transformer_options", ...},
-"cond_or_uncond"})`; `call_patcher` does that here, and `FluxKModel.apply_model` does it when the stand-in
-webui's sampler (which predates wrappers) calls the model directly.
+"cond_or_uncond"})`; the stand-in webui's sampler does that, and `call_patcher` does it for one direct call.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ class FluxKModel(nn.Module):
         self.diffusion_model = diffusion_model
         self.predictor = predictor
 
-    def model_call(self, x, t, c_crossattn=None, transformer_options=None, **kwargs) -> torch.Tensor:
+    def apply_model(self, x, t, c_crossattn=None, transformer_options=None, **kwargs) -> torch.Tensor:
         """Forge's `KModel.apply_model(x, t, c_crossattn=..., transformer_options=..., **conds)`."""
         sigma = t.view(-1, 1, 1, 1)
         x_in = x / (sigma**2 + 1) ** 0.5
@@ -66,23 +65,15 @@ class FluxKModel(nn.Module):
         )
         return x - out * sigma
 
-    def apply_model(self, x, t, c_crossattn=None, transformer_options=None, **kwargs) -> torch.Tensor:
-        """As the stand-in webui's sampler calls it: through the loaded patcher's wrapper, as Forge would."""
-        from modules import shared
-
-        patcher = shared.sd_model.forge_objects.unet
-        c = {"c_crossattn": c_crossattn, "transformer_options": transformer_options or {}, **kwargs}
-        return call_patcher(patcher, x, t, c)
-
 
 def call_patcher(patcher: Any, x: torch.Tensor, t: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
     """One model call as Forge's sampling function makes it: through `model_function_wrapper` when set."""
     model = patcher.model
     wrapper = patcher.model_options.get("model_function_wrapper")
     if wrapper is None:
-        return model.model_call(x, t, **c)
+        return model.apply_model(x, t, **c)
     args = {"input": x, "timestep": t, "c": c, "cond_or_uncond": [0]}
-    return wrapper(model.model_call, args)
+    return wrapper(model.apply_model, args)
 
 
 class FluxForgeModel:
