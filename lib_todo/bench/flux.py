@@ -69,12 +69,12 @@ class FluxConfig:
 BASELINE = FluxConfig("baseline")
 
 
-def make_flux_configs(factors: list[float], unbalanced: bool = True) -> list[FluxConfig]:
-    """bound, then f{F} (balanced) and f{F}-nb (unbalanced) per factor."""
+def make_flux_configs(factors: list[float], unbalanced: list[float] | None = None) -> list[FluxConfig]:
+    """bound, then f{F} (balanced) per factor and f{F}-nb (unbalanced) for those in `unbalanced` (default all)."""
     out = [FluxConfig("bound", bound=True)]
     for f in factors:
         out.append(FluxConfig(f"f{f:g}", f))
-        if unbalanced:
+        if unbalanced is None or f in unbalanced:
             out.append(FluxConfig(f"f{f:g}-nb", f, balance=False))
     return out
 
@@ -189,9 +189,16 @@ def timed(case: Case, kwargs: dict[str, Any], clock: str = "wall") -> tuple[floa
 
 
 def measure(
-    case: Case, configs: list[FluxConfig], px: int, repeats: int, budget_s: float, clock: str = "wall"
+    case: Case,
+    configs: list[FluxConfig],
+    px: int,
+    repeats: int,
+    budget_s: float,
+    clock: str = "wall",
+    warm: bool = True,
 ) -> list[dict[str, Any]]:
-    """One untimed baseline call, then rounds until `repeats`, or until `budget_s` is spent after one round."""
+    """One untimed baseline call (unless not `warm`: then the first baseline call is also the reference), then
+    rounds until `repeats`, or until `budget_s` is spent after one round."""
     kwargs, txt_len, grid = case.inputs(px)
     ms: dict[str, list[float]] = {c.name: [] for c in [BASELINE, *configs]}
     ratios: dict[str, list[float]] = {c.name: [] for c in configs}
@@ -199,9 +206,11 @@ def measure(
     applied: dict[str, str] = {}
     start = time.perf_counter()
     with torch.inference_mode():
-        base_out = case.call(kwargs)  # warms the kernels for these shapes; also the reference output
+        base_out = case.call(kwargs) if warm else None  # warms the kernels for these shapes; the reference
         while len(ms["baseline"]) < repeats and (not ms["baseline"] or time.perf_counter() - start < budget_s):
-            base_ms, _ = timed(case, kwargs, clock)
+            base_ms, out = timed(case, kwargs, clock)
+            base_out = out if base_out is None else base_out
+            del out
             ms["baseline"].append(base_ms)
             shift = len(ms["baseline"]) % len(configs)
             for config in configs[shift:] + configs[:shift]:
@@ -549,6 +558,17 @@ def load_bench_model(which: str) -> Callable[[int, torch.device], FluxBenchModel
     return load
 
 
+def replot(paths: list[Path], out: Path) -> int:
+    """One PNG (beside `out`) and one table of the rows of several results JSONs (e.g. sizes run apart)."""
+    import json
+
+    data = [json.loads(p.read_text()) for p in paths]
+    rows = [r for d in data for r in d["rows"]]
+    plot(rows, out.with_suffix(".png"), f"{data[0]['device']}, {data[0].get('dtype', '')}, batch 1")
+    print(table(rows))
+    return 0
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Errors are one line (what was wrong and what is accepted) and exit 2, without the usage block."""
 
@@ -563,6 +583,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
     p.add_argument("--sizes", default="1024,1536,2048", help="square image sides in px, multiples of 16")
     p.add_argument("--factors", default="2,3,4")
+    p.add_argument("--unbalanced", default=None, help="factors that also get an f{F}-nb row (default: all)")
+    p.add_argument("--no-warmup", action="store_true", help="no untimed call before a cell's rounds")
+    p.add_argument("--replot", nargs="+", default=None, help="results JSONs: one PNG (at --out) and table of all")
     p.add_argument("--repeats", default="3", help="timed rounds per cell (at most): one number, or one per size")
     p.add_argument("--budget-s", type=float, default=300.0, help="no new round once a cell ran this long")
     p.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
@@ -583,6 +606,7 @@ def _checked(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Nam
         args.sizes = [int(s) for s in args.sizes.split(",")]
         args.factors = [float(f) for f in args.factors.split(",")]
         args.repeats = [int(r) for r in args.repeats.split(",")]
+        args.unbalanced = None if args.unbalanced is None else [float(f) for f in args.unbalanced.split(",")]
     except ValueError:
         p.error(
             f"--sizes/--factors/--repeats {args.sizes!r}/{args.factors!r}/{args.repeats!r}: accepted: "
@@ -611,13 +635,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _checked(_parser(), argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.replot:
+        return replot([Path(p) for p in args.replot], Path(args.out))
     if args.balance_study:
         rows = balance_study(args.sizes, args.factors) + bias_study()
         write_json(Path(args.out), {**environment(torch.device("cpu")), "args": vars(args)}, rows)
         return 0
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     cases = build_blocks(device, dtype) if device.type == "cpu" else [build_transformer(device, dtype)]
-    configs = make_flux_configs(args.factors)
+    configs = make_flux_configs(args.factors, args.unbalanced)
     out = Path(args.out)
     meta = {
         **environment(device),
@@ -633,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     for px, repeats in zip(args.sizes, args.repeats, strict=True):
         for case in cases:
             tc = time.perf_counter()
-            cell = measure(case, configs, px, repeats, args.budget_s, args.clock)
+            cell = measure(case, configs, px, repeats, args.budget_s, args.clock, not args.no_warmup)
             rows.extend(cell)
             meta["elapsed_s"] = time.perf_counter() - t0
             write_json(out, meta, rows)
