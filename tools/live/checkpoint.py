@@ -13,7 +13,6 @@ Needs torch, safetensors and `stable-diffusion-sdkit` (the `ldm` package). Deter
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -115,8 +114,3 @@ def make_checkpoint(path: Path, seed: int = 0, dtype: torch.dtype = torch.float1
     save_file(state, str(partial), metadata={"format": "pt", "sd-webui-todo": f"random SD1.5, seed {seed}"})
     partial.replace(path)
     return path
-
-
-def parameter_count(state: dict[str, torch.Tensor]) -> int:
-    """Number of floats in a state dict (for the log line)."""
-    return sum(math.prod(v.shape) for v in state.values() if v.is_floating_point())

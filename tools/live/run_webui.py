@@ -163,7 +163,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="let the webui install and clone what "
         "it needs at start (network), instead of --skip-prepare-environment and offline mode",
     )
-    p.add_argument("--webui-arg", action="append", default=[], help="one more argument for launch.py; repeatable")
+    p.add_argument(
+        "--webui-arg",
+        action="append",
+        default=[],
+        help="one more argument for launch.py, written --webui-arg=--flag; repeatable",
+    )
     args = p.parse_args(argv)
     args.setup = args.setup or args.setup_only
     args.pytest_args = pytest_args

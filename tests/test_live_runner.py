@@ -1,0 +1,185 @@
+"""The live-test runner (tools/live/run_webui.py) and its checkpoint maker, without a webui.
+
+What can be checked on CI: bad input is one line and exit 2, the launch command each webui gets (API only,
+loopback, its CPU flags, offline unless asked), the requirement filter, the extension links (made, refused,
+removed), and the checkpoint's CLIP and VAE parts (keys, shapes, no zero weights).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+LIVE = Path(__file__).resolve().parents[1] / "tools" / "live"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"live_{name}", LIVE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+runner = load("run_webui")
+checkpoint = load("checkpoint")
+
+
+@pytest.fixture
+def webui(tmp_path: Path) -> Path:
+    """A folder that looks like a webui to the runner: launch.py, a venv python, the repositories it needs."""
+    (tmp_path / "launch.py").write_text("")
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("")
+    for name in runner.A1111_REPOSITORIES:
+        (tmp_path / "repositories" / name).mkdir(parents=True)
+    return tmp_path
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[str]]:
+    code = runner.main(list(argv))
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--webui", "neo"], "--root"),
+        (["--webui", "comfy", "--root", "."], "invalid choice: 'comfy'"),
+        (["--webui", "neo", "--root", "/no/such/webui"], "no launch.py there"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(capsys, argv: list[str], says: str) -> None:
+    code, err = run_main(capsys, *argv)
+    assert code == 2 and len(err) == 1 and says in err[0], err
+
+
+def test_bad_paths_are_one_line_and_exit_2(capsys, webui: Path, tmp_path: Path) -> None:
+    base = ["--webui", "a1111", "--root", str(webui)]
+    cases = {
+        "no such file": ["--tests", "tests/no_such_test.py"],
+        "not a folder": ["--extension", str(tmp_path / "nowhere")],
+        "no python at": ["--python", str(tmp_path / "nope" / "python")],
+        "only a .safetensors file can be made": ["--checkpoint", str(tmp_path / "model.ckpt")],
+    }
+    for says, extra in cases.items():
+        code, err = run_main(capsys, *base, *extra)
+        assert code == 2 and len(err) == 1 and says in err[0], (extra, err)
+
+
+def test_missing_repositories_are_named(capsys, webui: Path) -> None:
+    (webui / "repositories" / "BLIP").rmdir()
+    code, err = run_main(capsys, "--webui", "reforge", "--root", str(webui))
+    assert code == 2 and len(err) == 1 and "lacks BLIP" in err[0], err
+
+
+def parsed(webui: Path, *extra: str):
+    args = runner.parse_args(["--root", str(webui), *extra])
+    runner.validate(args)
+    return args
+
+
+@pytest.mark.parametrize(
+    ("name", "cpu_flag"),
+    [("a1111", "--use-cpu"), ("forge", "--always-cpu"), ("reforge", "--always-cpu"), ("neo", "--cpu")],
+)
+def test_launch_command_is_api_only_on_loopback_offline(webui: Path, name: str, cpu_flag: str) -> None:
+    (webui / "repositories" / "huggingface_guess").mkdir()
+    args = parsed(webui, "--webui", name, "--webui-arg=--foo")
+    cmd = runner.launch_command(args, runner.PROFILES[name], 7999)
+    joined = " ".join(cmd)
+    assert cmd[:2] == [str(webui / "venv" / "bin" / "python"), "launch.py"]
+    assert "--nowebui --server-name 127.0.0.1 --port 7999" in joined and cpu_flag in cmd
+    assert "--listen" not in cmd and "--skip-prepare-environment" in cmd and cmd[-1] == "--foo"
+    assert cmd[cmd.index("--ui-settings-file") + 1] == str(webui / runner.SETTINGS_NAME)
+    model = cmd[cmd.index(runner.PROFILES[name].ckpt_flag) + 1]
+    assert model == str(args.checkpoint if name != "neo" else args.checkpoint.parent)
+    assert runner.server_env(args)["HF_HUB_OFFLINE"] == "1"
+    online = parsed(webui, "--webui", name, "--prepare-environment")
+    assert "--skip-prepare-environment" not in runner.launch_command(online, runner.PROFILES[name], 7999)
+    assert runner.server_env(online).get("HF_HUB_OFFLINE") == os.environ.get("HF_HUB_OFFLINE")
+
+
+def test_tests_come_from_the_flag_then_the_environment(webui: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parsed(webui, "--webui", "neo").tests == list(runner.DEFAULT_TESTS)
+    monkeypatch.setenv("TODO_LIVE_TESTS", "tests/test_live_runner.py tests/test_live_webui.py")
+    assert parsed(webui, "--webui", "neo").tests == ["tests/test_live_runner.py", "tests/test_live_webui.py"]
+    assert parsed(webui, "--webui", "neo", "--tests", "tests/test_live_runner.py").tests == [
+        "tests/test_live_runner.py"
+    ]
+    args = runner.parse_args(["--webui", "neo", "--root", str(webui), "--", "-k", "hires"])
+    assert args.pytest_args == ["-k", "hires"]
+
+
+def test_requirements_drop_the_old_setuptools_pin_and_replace_what_pypi_lacks(tmp_path: Path, capsys) -> None:
+    requirements = tmp_path / "requirements_versions.txt"
+    requirements.write_text(
+        "setuptools==69.5.1  # temp fix\nGitPython==3.1.32\n\n# a comment\n"
+        "https://github.com/Panchovix/pydantic-fixreforge/releases/download/main_v1/pydantic-1.10.15-py3-none-any.whl\n"
+        "torch\n"
+    )
+    lines = runner.filtered_requirements(requirements, runner.PROFILES["reforge"])
+    assert lines == ["GitPython==3.1.32", "pydantic==1.10.15", "torch"]
+    out = capsys.readouterr().out
+    assert "'setuptools==69.5.1' left out" in out and "replaced by 'pydantic==1.10.15'" in out
+
+
+def test_extension_links_are_made_then_removed(webui: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-ext"
+    other.mkdir()
+    extensions = webui / "extensions"
+    with runner.linked_extensions(webui, [runner.REPO, other]):
+        assert (extensions / runner.EXTENSION_NAME).resolve() == runner.REPO
+        assert (extensions / "other-ext").resolve() == other.resolve()
+    assert list(extensions.iterdir()) == []
+
+
+def test_an_existing_link_to_the_same_folder_is_kept(webui: Path) -> None:
+    link = webui / "extensions" / runner.EXTENSION_NAME
+    link.parent.mkdir()
+    link.symlink_to(runner.REPO, target_is_directory=True)
+    with runner.linked_extensions(webui, [runner.REPO]):
+        pass
+    assert link.is_symlink()
+
+
+def test_a_foreign_folder_under_the_name_is_refused_and_kept(webui: Path) -> None:
+    installed = webui / "extensions" / runner.EXTENSION_NAME
+    installed.mkdir(parents=True)
+    (installed / "keep.txt").write_text("user's copy")
+    with pytest.raises(runner.UsageError, match="is not a link"):
+        with runner.linked_extensions(webui, [runner.REPO]):
+            pass
+    assert (installed / "keep.txt").read_text() == "user's copy"
+
+
+def test_checkpoint_clip_text_tower_has_clip_l_keys_and_shapes() -> None:
+    state = checkpoint.clip_text_state(seed=0)
+    prefix = "cond_stage_model.transformer.text_model."
+    assert all(k.startswith(prefix) for k in state)
+    state = {k[len(prefix) :]: v for k, v in state.items()}
+    assert len(state) == 3 + 12 * 16 + 2
+    assert state["embeddings.token_embedding.weight"].shape == (49408, 768)
+    assert state["embeddings.position_ids"].tolist() == [list(range(77))]
+    assert state["encoder.layers.11.mlp.fc1.weight"].shape == (3072, 768)
+    assert state["encoder.layers.11.mlp.fc2.weight"].shape == (768, 3072)
+    assert all(v.any() for k, v in state.items() if k.endswith("weight") and v.dim() == 2)
+    assert torch.equal(state["final_layer_norm.weight"], torch.ones(768))
+    again = checkpoint.clip_text_state(seed=0)[prefix + "encoder.layers.0.self_attn.q_proj.weight"]
+    assert torch.equal(again, state["encoder.layers.0.self_attn.q_proj.weight"]), "not deterministic"
+
+
+def test_checkpoint_vae_has_the_kl_autoencoder_layout() -> None:
+    pytest.importorskip("ldm")
+    state = checkpoint.vae_state(seed=0)
+    assert state["first_stage_model.quant_conv.weight"].shape == (8, 8, 1, 1)
+    assert state["first_stage_model.post_quant_conv.weight"].shape == (4, 4, 1, 1)
+    assert state["first_stage_model.encoder.conv_in.weight"].shape == (128, 3, 3, 3)
+    assert state["first_stage_model.decoder.conv_out.weight"].shape == (3, 128, 3, 3)
+    assert state["first_stage_model.decoder.mid.attn_1.q.weight"].shape == (512, 512, 1, 1)
