@@ -37,7 +37,7 @@ shows them all):
 - CPU: sd15 at width 64, 256 and 512 px, factors 2,4, sdpa only, 1 warm-up and up to 5 timed rounds within
   `--budget-s` 60, 1 torch thread: about 85 s of CPU time, so about 1.5 minutes on 2 idle cores.
   Narrow widths keep attention's share high, so CPU ratios exceed what the real width gets on a GPU.
-- `--quick` (the tests): width 32, 128 and 256 px, factor 2, otherwise as CPU: about 15 s.
+- `--quick` (the tests): width 32, 128 and 256 px, factor 2, otherwise as CPU: about 20 s.
 
 Files: `registry.py` (the models, one entry per model; how a new family plugs in), `kernels.py` (attention
 kernels), `variants.py` (the compared configurations), `model.py` (a built UNet: the reference BenchModel),

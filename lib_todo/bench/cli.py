@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(markdown_table(result["rows"]))
     measured = [r for r in result["rows"] if r["speedup"] is not None]
-    _log(f"wrote {args.out} and {Path(args.out).with_suffix('.png')} in {result['elapsed_s']:.0f} s")
+    spent = f" ({result['clock_s']:.0f} s of CPU time)" if result["clock"] == "cpu-time" else ""
+    _log(f"wrote {args.out} and {Path(args.out).with_suffix('.png')} in {result['elapsed_s']:.0f} s{spent}")
     if not measured:
         _log(f"{PROG}: error: nothing could be measured (see the table for why)")
         return 1

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="bench_out/bench.json",
         help="results JSON; the PNG is written next to it (default: bench_out/bench.json)",
     )
-    add("--quick", action="store_true", help="the small CPU profile the tests run (about 15 s)")
+    add("--quick", action="store_true", help="the small CPU profile the tests run (about 20 s)")
     add("--replot", metavar="JSON", help="only redraw the PNG of a results JSON and print its table")
     return p
 

@@ -64,7 +64,8 @@ def device_name(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"{name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    threads = torch.get_num_threads()
+    return f"{name} ({os.cpu_count()} cores, {threads} torch thread{'' if threads == 1 else 's'})"
 
 
 def _version(dist: str) -> str | None:
