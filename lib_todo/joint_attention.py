@@ -136,10 +136,11 @@ def joint_attention(
     if factor <= 1.0 or downsampled_grid(*grid_hw, factor) == tuple(grid_hw):
         _check_length(k, txt_len, grid_hw)
         return F.scaled_dot_product_attention(q, k, v)
-    k_small, v_small, counts = downsample_image_kv(k, v, txt_len, grid_hw, factor, method, image_first)
+    k_small, v_small, _ = downsample_image_kv(k, v, txt_len, grid_hw, factor, method, image_first)
     if not balance:
         return F.scaled_dot_product_attention(q, k_small, v_small)
-    return biased_attention(q, k_small, v_small, key_bias(txt_len, counts, image_first))
+    bias = _on_device(("bias", txt_len, tuple(grid_hw), factor, image_first), q.device, q.dtype, _bias_of)
+    return F.scaled_dot_product_attention(q, k_small, v_small, attn_mask=bias.expand(1, 1, q.shape[2], -1))
 
 
 def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -161,9 +162,32 @@ def _through_downsample_kv(x: torch.Tensor, grid_hw: tuple[int, int], factor: fl
 
 
 def _picks(side: int, factor: float, where: str, device: torch.device) -> torch.Tensor:
+    return _on_device(("picks", side, factor, where), device, torch.long, _picks_of)
+
+
+def _picks_of(key: tuple) -> torch.Tensor:
+    _, side, factor, where = key
     starts, sizes = cell_bounds(side, factor)
-    picked = [s + (n // 2 if where == "centre" else 0) for s, n in zip(starts, sizes, strict=True)]
-    return torch.tensor(picked, dtype=torch.long, device=device)
+    return torch.tensor([s + (n // 2 if where == "centre" else 0) for s, n in zip(starts, sizes, strict=True)])
+
+
+def _bias_of(key: tuple) -> torch.Tensor:
+    _, txt_len, grid_hw, factor, image_first = key
+    return key_bias(txt_len, cell_counts(grid_hw, factor), image_first)
+
+
+_DEVICE_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _on_device(key: tuple, device: torch.device, dtype: torch.dtype, make) -> torch.Tensor:
+    """A small constant (indices, bias) made once per key, device and dtype: a host-to-GPU copy per attention
+    call would make the host wait for the GPU."""
+    full_key = (*key, str(device), dtype)
+    if full_key not in _DEVICE_CACHE:
+        if len(_DEVICE_CACHE) > 256:
+            _DEVICE_CACHE.clear()
+        _DEVICE_CACHE[full_key] = make(key).to(device=device, dtype=dtype)
+    return _DEVICE_CACHE[full_key]
 
 
 def _reduce_cells(x: torch.Tensor, dim: int, bounds: tuple[list[int], list[int]], reduce) -> torch.Tensor:

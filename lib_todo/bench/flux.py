@@ -394,6 +394,7 @@ def balance_study(px_list: list[int], factors: list[float], heads: int = 4) -> l
                                 "balance": balance,
                                 "rel_change": change,
                                 "calls": handle.state.calls,
+                                "what": "transformer",
                             }
                         )
                         print(rows[-1], file=sys.stderr, flush=True)
