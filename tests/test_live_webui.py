@@ -5,7 +5,10 @@ Set TODO_WEBUI_URL to the webui's address (e.g. http://127.0.0.1:7860, started w
 mode) to run them; without it the whole module is skipped. Only the standard library talks to the server.
 Requests are kept tiny (64x64 or 128x128, 2-3 Euler steps, fixed seed) so the module runs in minutes on CPU.
 
-A1111's own CI server works (it needs no model download):
+One command starts a webui with this working tree installed, runs this module against it and stops it:
+    python tools/live/run_webui.py --webui a1111|forge|reforge|neo --root /path/to/webui -- -W error::UserWarning
+(a random-weight SD1.5 checkpoint is made for it; see the README, Development). By hand, A1111's own CI server
+works too (it needs no model download):
     python launch.py --skip-prepare-environment --skip-torch-cuda-test --test-server --do-not-download-clip \
         --no-half --disable-opt-split-attention --use-cpu all --api-server-stop
     TODO_WEBUI_URL=http://127.0.0.1:7860 python -m pytest tests/test_live_webui.py -v
