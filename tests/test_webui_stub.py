@@ -272,36 +272,6 @@ def test_forge_patch_must_keep_value_equal_to_context(webui):
         webui.txt2img({"Probe": ON})
 
 
-def test_xyz_cells_are_shallow_copies(webui):
-    ext = (
-        "from modules import script_callbacks, scripts\n"
-        "def add():\n"
-        "    xyz = [x for x in scripts.scripts_data if x.script_class.__module__ == 'xyz_grid.py'][0].module\n"
-        "    xyz.axis_options.append(xyz.AxisOption('[Probe] n', int, xyz.apply_field('probe_n')))\n"
-        "script_callbacks.on_before_ui(add)\n"
-    )
-    webui.load_script_text(ext, "probe_xyz.py")
-    module = probe(webui)
-    module.ACTIONS["process"] = lambda p, *a: p.extra_generation_params.update({"Probe n": p.probe_n})
-    xyz = webui.xyz_grid
-    p = webui.make_txt2img(override_settings={"hypertile_enable_unet": False})
-    grid = xyz.run_grid(p, (xyz.find_option("[Probe] n"), [1, 2]), (xyz.find_option("Hypertile U-Net"), ["True"]))
-    webui.assert_no_errors()
-    assert [webui.parse_generation_parameters(t)["Probe n"] for t in grid.infotexts] == ["1", "2"]
-    assert "X Type: [Probe] n" in grid.info and "Y Type: Hypertile U-Net" in grid.info
-    assert p.extra_generation_params["Probe n"] == 2  # the cells wrote into the shared dict
-    assert p.override_settings["hypertile_enable_unet"] is True  # apply_override writes the shared dict...
-    assert webui.shared.opts.hypertile_enable_unet is False  # ...but process_images restores the setting
-
-
-def test_selectable_xyz_script_through_run_job(webui):
-    probe(webui)
-    args = webui.script_args({"Probe": ON}, selectable=("X/Y/Z plot", [2, "3, 4", 0, "", 0, ""]))
-    run = webui.txt2img(script_args=args)
-    webui.assert_no_errors()
-    assert [webui.parse_generation_parameters(t)["Steps"] for t in run.processed.infotexts] == ["3", "4"]
-
-
 def test_api_defaults_rerun_ui_and_cast_infotext_like_the_api(webui):
     probe(webui)
     assert webui.script_args(api=True)[1:3] == [False, 3]
