@@ -458,7 +458,13 @@ def run_pytest(args: argparse.Namespace, url: str) -> int:
     return subprocess.run(cmd, cwd=REPO, env={**os.environ, "TODO_WEBUI_URL": url}).returncode
 
 
+def interrupted(signum: int, frame: object) -> None:
+    """SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the server is stopped and the links removed."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, interrupted)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         validate(args)
