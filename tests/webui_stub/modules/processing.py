@@ -1,24 +1,22 @@
 """Stand-in for modules/processing.py: the job classes, `process_images` and `create_infotext`.
 
-The order of script hooks is A1111 1.10's:
-`process_images(p)`: `before_process`, then the job's `override_settings` are applied (and restored at the
-end), then `process`, the job's `init`, and per batch (`n_iter`): `before_process_batch`, `process_batch`,
-sampling (below), `post_sample`, decoding, `postprocess_batch`, `postprocess_batch_list`, and per image
-`postprocess_image`, `postprocess_image_after_composite` and its infotext; at last `postprocess`. An
-exception from sampling propagates, so `postprocess` is then skipped, as in the webui.
+The script hooks the extension uses, in A1111 1.10's order: `process_images(p)` runs `process`, the job's
+`init`, and per batch (`n_iter`): `process_batch`, sampling (below), `post_sample`, decoding and the
+infotext of each image; at last `postprocess`. An exception from sampling propagates, so `postprocess` is
+then skipped, as in the webui. (The other hooks, `override_settings`, grids, init images and interrupts are
+not modelled: no test needs them.)
 
 Sampling: txt2img calls `process_before_every_sampling(p, x=, noise=, c=, uc=)` and samples; with hires
-fix the latent is resized (bilinear, i.e. the "Latent" upscaler), `p.is_hr_pass` is set, `before_hr` and
-the hook run again, and `hr_second_pass_steps or steps` steps are sampled. img2img passes
-`x=init_latent` to the hook and samples `t_enc + 1` steps.
+fix the latent is resized (bilinear, i.e. the "Latent" upscaler), `p.is_hr_pass` is set, the hook runs
+again, and `hr_second_pass_steps or steps` steps are sampled. img2img starts from a seeded random latent
+(`x=init_latent` for the hook) and samples `t_enc + 1` steps.
 
 Forge models (those with `sd_model.forge_objects`): before each pass `forge_objects` is reset to a
-shallow copy of `forge_objects_after_applying_lora`. Current Forge's hires pass runs `before_hr`, the
-hook, the reset and the hook again (only the second hook's patch is used); the "reforge" and "neo" flavours
-run `before_hr`, the reset and the hook once.
+shallow copy of `forge_objects_after_applying_lora`. Current Forge's hires pass runs the hook, the reset
+and the hook again (the first call patches the old pass's clone; only the second hook's patch is used);
+the "reforge" and "neo" flavours run the reset and the hook once.
 
-There is no VAE: an output "image" is the final latent mapped to 0..1 by `(latent + 1) / 2`, and
-img2img's `init_images` are latents.
+There is no VAE: an output "image" is the final latent mapped to 0..1 by `(latent + 1) / 2`.
 """
 
 from __future__ import annotations
@@ -30,8 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from modules import errors, infotext_utils, scripts, sd_samplers, shared
-from modules.shared import opts, state
+from modules import infotext_utils, scripts, sd_samplers, shared
+from modules.shared import state
 
 VERSION = "v1.10.1"
 LATENT_CHANNELS = 4
@@ -80,8 +78,6 @@ class StableDiffusionProcessing:
         "do_not_save_samples": False,
         "do_not_save_grid": False,
         "extra_generation_params": None,
-        "override_settings": None,
-        "override_settings_restore_afterwards": True,
     }
 
     def __init__(self, sd_model: Any = None, **kwargs: Any) -> None:
@@ -95,10 +91,8 @@ class StableDiffusionProcessing:
             setattr(self, name, kwargs.get(name, default))
         self.styles = list(self.styles or [])
         self.extra_generation_params = self.extra_generation_params or {}
-        self.override_settings = self.override_settings or {}
-        self._scripts = None
-        self._script_args = None
-        self.scripts_setup_complete = False
+        self.scripts = None
+        self.script_args = None
         self.is_api = False
         self.is_hr_pass = False
         self.sampler = None
@@ -116,30 +110,6 @@ class StableDiffusionProcessing:
     @sd_model.setter
     def sd_model(self, value: Any) -> None:
         pass
-
-    # Setting both `scripts` and `script_args` (in either order) runs the scripts' `setup()` once.
-    @property
-    def scripts(self) -> Any:
-        return self._scripts
-
-    @scripts.setter
-    def scripts(self, runner: Any) -> None:
-        self._scripts = runner
-        self._maybe_setup()
-
-    @property
-    def script_args(self) -> Any:
-        return self._script_args
-
-    @script_args.setter
-    def script_args(self, args: Any) -> None:
-        self._script_args = args
-        self._maybe_setup()
-
-    def _maybe_setup(self) -> None:
-        if self._scripts and self._script_args and not self.scripts_setup_complete:
-            self.scripts_setup_complete = True
-            self._scripts.setup_scrips(self, is_ui=not self.is_api)
 
     def _hooks_before_sampling(self, **hook_kwargs: Any) -> None:
         if sd_samplers.is_forge(self.sd_model):
@@ -183,7 +153,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         noise = self.rng.next()
         self._hooks_before_sampling(x=noise, noise=noise, c=self.c, uc=self.uc)
         latent = self.sampler.sample(self, noise, self.c, self.uc, image_conditioning=_blank_image_cond(noise))
-        if self.enable_hr and not state.interrupted:
+        if self.enable_hr:
             latent = self._hires_pass(latent)
         return latent
 
@@ -197,8 +167,6 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         noise = self.rng.next()
         hook_kwargs = {"x": latent, "noise": noise, "c": self.c, "uc": self.uc}
         runner = self.scripts
-        if runner is not None:
-            runner.before_hr(self)
         if sd_samplers.is_forge(self.sd_model):
             if runner is not None and getattr(self.sd_model, "stub_forge_flavour", "forge") == "forge":
                 runner.process_before_every_sampling(p=self, **hook_kwargs)  # patches the old pass's clone
@@ -215,23 +183,14 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
-    FIELDS = {"init_images": None, "denoising_strength": 0.75}
+    FIELDS = {"denoising_strength": 0.75}
 
     def init(self) -> None:
         self.extra_generation_params["Denoising strength"] = self.denoising_strength
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         size = (self.height // PIXELS_PER_LATENT, self.width // PIXELS_PER_LATENT)
-        if self.init_images:  # latents, resized to the job's size as the webui resizes images
-            given = [F.interpolate(im[None].float(), size=size, mode="bilinear")[0] for im in self.init_images]
-        else:
-            gen = torch.Generator().manual_seed(int(self.all_seeds[0]) + 7)
-            given = [torch.randn(LATENT_CHANNELS, *size, generator=gen)]
-        if len(given) > self.batch_size:
-            raise RuntimeError(f"{len(given)} init images for a batch of {self.batch_size}")
-        if len(given) == 1:
-            given = given * self.batch_size
-        self.batch_size = len(given)
-        self.init_latent = torch.stack(given)
+        gen = torch.Generator().manual_seed(int(self.all_seeds[0]) + 7)  # stands in for the encoded init image
+        self.init_latent = torch.stack([torch.randn(LATENT_CHANNELS, *size, generator=gen)] * self.batch_size)
 
     def sample(self) -> torch.Tensor:
         noise = self.rng.next()
@@ -243,7 +202,7 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
 
 class Processed:
-    """A job's result: `images` (a grid first when `index_of_first_image` is 1) and their `infotexts`."""
+    """A job's result: `images` and their `infotexts` (no grid here, so `index_of_first_image` stays 0)."""
 
     def __init__(self, p, images_list, seed=-1, info="", *, index_of_first_image=0, infotexts=None):
         self.images = images_list
@@ -256,74 +215,31 @@ class Processed:
         self.extra_generation_params = p.extra_generation_params  # shared with the job, as in A1111
 
 
-def create_infotext(
-    p: Any,
-    all_prompts: list,
-    all_seeds: list,
-    all_subseeds: Any = None,
-    comments: Any = None,
-    iteration: int = 0,
-    position_in_batch: int = 0,
-    use_main_prompt: bool = False,
-    index: int | None = None,
-    all_negative_prompts: list | None = None,
-) -> str:
+def create_infotext(p: Any, all_prompts: list, all_seeds: list, index: int = 0) -> str:
     """Prompt, negative prompt and a `key: value, ...` line: the fixed fields, then the job's
-    `extra_generation_params`, then Version. A list value gives its `[index]` entry, a callable is called
-    with keywords (`p`, `index`, ...); None drops the entry; an entry whose value equals its key is
-    written as the bare key."""
-    if use_main_prompt:
-        index = 0
-    elif index is None:
-        index = iteration * p.batch_size + position_in_batch
-    negatives = p.all_negative_prompts if all_negative_prompts is None else all_negative_prompts
-    prompt_text = all_prompts[index] if not use_main_prompt else p.all_prompts[0]
-    negative_prompt = negatives[index] if not use_main_prompt else p.all_negative_prompts[0]
+    `extra_generation_params` (None drops an entry), then Version. The real function also takes per-image
+    lists and callables as values; the extension writes strings only."""
+    negative_prompt = p.negative_prompts[index]
     entries: dict[str, Any] = {
         "Steps": p.steps,
         "Sampler": p.sampler_name,
         "CFG scale": p.cfg_scale,
-        "Seed": all_seeds[index] if not use_main_prompt else p.all_seeds[0],
+        "Seed": all_seeds[index],
         "Size": f"{p.width}x{p.height}",
         "Denoising strength": p.extra_generation_params.get("Denoising strength"),
     }
     entries.update(p.extra_generation_params)
     entries["Version"] = VERSION
-    context = {"p": p, "index": index, "prompt_text": prompt_text, "negative_prompt": negative_prompt}
-    parts = []
-    for key, value in entries.items():
-        try:
-            if isinstance(value, list):
-                value = value[index]
-            elif callable(value):
-                value = value(**context)
-        except Exception:
-            errors.report(f'Error creating infotext for key "{key}"', exc_info=True)
-            value = None
-        if value is not None:
-            parts.append(key if key == value else f"{key}: {infotext_utils.quote(value)}")
-    head = prompt_text + (f"\nNegative prompt: {negative_prompt}" if negative_prompt else "")
+    parts = [f"{key}: {infotext_utils.quote(value)}" for key, value in entries.items() if value is not None]
+    head = all_prompts[index] + (f"\nNegative prompt: {negative_prompt}" if negative_prompt else "")
     return f"{head}\n{', '.join(parts)}".strip()
-
-
-def process_images(p: StableDiffusionProcessing) -> Processed:
-    if p.scripts is not None:
-        p.scripts.before_process(p)
-    remembered = {key: opts.data[key] for key in p.override_settings if key in opts.data}
-    try:
-        for key, value in p.override_settings.items():
-            opts.set(key, value, is_api=True, run_callbacks=False)
-        return process_images_inner(p)
-    finally:
-        if p.override_settings_restore_afterwards:
-            opts.data.update(remembered)
 
 
 def _per_image(value: Any, count: int) -> list:
     return list(value) if isinstance(value, list) else [value] * count
 
 
-def process_images_inner(p: StableDiffusionProcessing) -> Processed:
+def process_images(p: StableDiffusionProcessing) -> Processed:
     total = p.batch_size * p.n_iter
     p.all_prompts = _per_image(p.prompt, total)
     p.all_negative_prompts = _per_image(p.negative_prompt, total)
@@ -338,8 +254,6 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
     with torch.no_grad():
         p.init()
         for n in range(p.n_iter):
-            if state.interrupted:
-                break
             p.iteration = n
             start, stop = n * p.batch_size, (n + 1) * p.batch_size
             p.prompts = p.all_prompts[start:stop]
@@ -348,10 +262,8 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
             channels = getattr(p.sd_model, "latent_channels", LATENT_CHANNELS)
             latent_shape = (channels, p.height // PIXELS_PER_LATENT, p.width // PIXELS_PER_LATENT)
             p.rng = ImageRNG(latent_shape, p.seeds)
-            batch_info = {"batch_number": n, "prompts": p.prompts, "seeds": p.seeds, "subseeds": p.seeds}
             if runner is not None:
-                runner.before_process_batch(p, **batch_info)
-                runner.process_batch(p, **batch_info)
+                runner.process_batch(p, batch_number=n, prompts=p.prompts, seeds=p.seeds, subseeds=p.seeds)
 
             p.uc = p.sd_model.get_learned_conditioning(p.negative_prompts)
             p.c = p.sd_model.get_learned_conditioning(p.prompts)
@@ -363,46 +275,23 @@ def process_images_inner(p: StableDiffusionProcessing) -> Processed:
 
             decoded = ((latents.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # the stand-in's "VAE decode"
             state.nextjob()
-            batch_images = list(decoded)
-            if runner is not None:
-                runner.postprocess_batch(p, decoded, batch_number=n)
-                as_list = scripts.PostprocessBatchListArgs(batch_images)
-                runner.postprocess_batch_list(p, as_list, batch_number=n)
-                batch_images = as_list.images
-
-            for i, image in enumerate(batch_images):
+            for i, image in enumerate(decoded):
                 p.batch_index = i
-                if runner is not None:
-                    holder = scripts.PostprocessImageArgs(image)
-                    runner.postprocess_image(p, holder)
-                    holder = scripts.PostprocessImageArgs(holder.image)
-                    runner.postprocess_image_after_composite(p, holder)
-                    image = holder.image
-                texts.append(create_infotext(p, p.prompts, p.seeds, index=i, all_negative_prompts=p.negative_prompts))
+                texts.append(create_infotext(p, p.prompts, p.seeds, index=i))
                 images.append(image)
 
-        first_image = 0
-        want_grid = opts.return_grid and not p.do_not_save_grid
-        if want_grid and (len(images) > 1 or not opts.grid_only_if_multiple):
-            texts.insert(0, create_infotext(p, p.prompts, p.seeds, use_main_prompt=True))
-            images.insert(0, torch.cat(images, dim=-1))  # the stand-in's grid: the images side by side
-            first_image = 1
-
-    result = Processed(
-        p, images, p.all_seeds[0], texts[0] if texts else "", index_of_first_image=first_image, infotexts=texts
-    )
+    result = Processed(p, images, p.all_seeds[0], texts[0] if texts else "", infotexts=texts)
     if runner is not None:
         runner.postprocess(p, result)
     return result
 
 
 def run_job(p: StableDiffusionProcessing) -> Processed:
-    """What txt2img.py / img2img.py do with a job inside `state.begin/end`: the selected script if any,
-    else `process_images`; the job is closed either way."""
+    """What txt2img.py / img2img.py do with a job inside `state.begin/end` when no selectable script is
+    chosen: `process_images`; the job is closed either way."""
     state.begin(job="img2img" if isinstance(p, StableDiffusionProcessingImg2Img) else "txt2img")
     try:
         with closing(p):
-            processed = p.scripts.run(p, *p.script_args) if p.scripts is not None else None
-            return processed if processed is not None else process_images(p)
+            return process_images(p)
     finally:
         state.end()

@@ -9,6 +9,10 @@ As in A1111 1.10:
   slice of `p.script_args` the script's hooks receive (`inputs[0]` is the "Script" dropdown);
 - a hook runs on every always-on script that overrides it, in load order; an exception is reported with
   `errors.report` and the next script still runs.
+
+Only the hooks that the extension and its tests implement are modelled (A1111 has more: `setup`,
+`before_process`, `before_hr`, the `postprocess_batch*`/`postprocess_image*` family, ...). Selectable
+scripts get their UI and their slice of `p.script_args`, but running one is not modelled.
 """
 
 from __future__ import annotations
@@ -27,22 +31,11 @@ from modules import errors
 AlwaysVisible = object()
 
 WEBUI_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_loading_from = WEBUI_ROOT
 
 
 class PostSampleArgs:
     def __init__(self, samples: Any) -> None:
         self.samples = samples
-
-
-class PostprocessImageArgs:
-    def __init__(self, image: Any) -> None:
-        self.image = image
-
-
-class PostprocessBatchListArgs:
-    def __init__(self, images: list) -> None:
-        self.images = images
 
 
 class Script:
@@ -55,11 +48,8 @@ class Script:
     is_txt2img = False
     is_img2img = False
     group = None
-    create_group = True
     infotext_fields = None
     paste_field_names = None
-    setup_for_ui_only = False
-    section = None
     controls = None
 
     def title(self):
@@ -73,45 +63,17 @@ class Script:
         """The script's gradio inputs; their values become the script's slice of `p.script_args`."""
         return None
 
-    def run(self, p, *args):
-        """A selectable script's job; returns a Processed, or None to let the webui run `process_images`."""
-        return None
-
-    def setup(self, p, *args):
-        """When the job gets both `scripts` and `script_args`, before anything else happens."""
-
-    def before_process(self, p, *args):
-        """First thing in `process_images`, before settings are overridden."""
-
     def process(self, p, *args):
         """Once per job, before the job's `init`."""
 
-    def before_process_batch(self, p, *args, **kwargs):
-        """Per batch, before its prompts are used (kwargs: batch_number, prompts, seeds, subseeds)."""
-
     def process_batch(self, p, *args, **kwargs):
-        """Per batch, just before conditioning and sampling (same kwargs)."""
+        """Per batch, just before conditioning and sampling (kwargs: batch_number, prompts, seeds, subseeds)."""
 
     def process_before_every_sampling(self, p, *args, **kwargs):
         """Before each sampler pass, hires included (kwargs: x, noise, c, uc)."""
 
-    def before_hr(self, p, *args):
-        """Before the hires pass of a txt2img job; `p.is_hr_pass` is already set."""
-
     def post_sample(self, p, ps, *args):
         """After sampling, before decoding; `ps.samples` may be replaced."""
-
-    def postprocess_batch(self, p, *args, **kwargs):
-        """With the decoded images of a batch (kwargs: images, batch_number)."""
-
-    def postprocess_batch_list(self, p, pp, *args, **kwargs):
-        """With the batch's images as a list in `pp.images` (kwargs: batch_number)."""
-
-    def postprocess_image(self, p, pp, *args):
-        """Per image, `pp.image`."""
-
-    def postprocess_image_after_composite(self, p, pp, *args):
-        """Per image, after inpainting composites (none in the stand-in)."""
 
     def postprocess(self, p, processed, *args):
         """Once, with the finished Processed; skipped when sampling raised."""
@@ -136,22 +98,15 @@ scripts_data: list[ScriptClassData] = []
 modules_added: list[str] = []  # what the Forge-style loader put into sys.modules (the fixture removes it)
 
 
-def basedir() -> str:
-    """The extension folder of the script that is loading right now, else the webui root."""
-    return _loading_from
-
-
-def load_script(path: str, basedir: str | None = None, *, forge: bool = False) -> Any:
+def load_script(path: str, *, forge: bool = False) -> Any:
     """Run one script file and record its Script classes; returns the module, or None (reported)."""
-    global _loading_from
     path = os.path.abspath(path)
-    ext_dir = basedir or os.path.dirname(os.path.dirname(path))
+    ext_dir = os.path.dirname(os.path.dirname(path))
     name = os.path.basename(path)
     old_path = sys.path
     try:
         if ext_dir != WEBUI_ROOT:
             sys.path = [ext_dir, *old_path]
-        _loading_from = ext_dir
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         if forge and name not in sys.modules:
@@ -163,7 +118,6 @@ def load_script(path: str, basedir: str | None = None, *, forge: bool = False) -
         return None
     finally:
         sys.path = old_path
-        _loading_from = WEBUI_ROOT
     found = [v for v in vars(module).values() if inspect.isclass(v) and issubclass(v, Script)]
     scripts_data.extend(ScriptClassData(cls, path, ext_dir, module) for cls in found)
     return module
@@ -221,14 +175,9 @@ class ScriptRunner:
         script.args_to = len(self.inputs)
 
     def setup_ui_for_section(self, section, scriptlist=None):
-        """Build the UI of `scriptlist` (default: the always-on scripts of `section`), each in a gr.Group."""
-        chosen = scriptlist if scriptlist is not None else self.alwayson_scripts
-        for script in chosen:
-            if script.alwayson and script.section != section:
-                continue
-            if not script.create_group:
-                self._build_one(script)
-                continue
+        """Build the UI of `scriptlist` (default: the always-on scripts; no script here has a `section`),
+        each in a gr.Group."""
+        for script in scriptlist if scriptlist is not None else self.alwayson_scripts:
             with gr.Group(visible=script.alwayson) as box:
                 self._build_one(script)
             script.group = box
@@ -247,14 +196,6 @@ class ScriptRunner:
     def script(self, title):
         return self.title_map.get(title.lower())
 
-    def run(self, p, *args):
-        """Run the script chosen in the dropdown (`args[0]`, 0 = none); None lets the caller process."""
-        chosen = args[0] or 0
-        if chosen == 0:
-            return None
-        script = self.selectable_scripts[chosen - 1]
-        return script.run(p, *args[script.args_from : script.args_to])
-
     def _overriding(self, hook):
         """The always-on scripts whose class overrides `hook` (1.10 calls only those)."""
         default = getattr(Script, hook)
@@ -268,23 +209,9 @@ class ScriptRunner:
             except Exception:
                 errors.report(f"Error running {hook}: {script.filename}", exc_info=True)
 
-    def setup_scrips(self, p, *, is_ui=True):  # sic: A1111's spelling
-        for script in self._overriding("setup"):
-            if is_ui or not script.setup_for_ui_only:
-                try:
-                    script.setup(p, *p.script_args[script.args_from : script.args_to])
-                except Exception:
-                    errors.report(f"Error running setup: {script.filename}", exc_info=True)
-
     # the dispatchers processing.py calls; each forwards to `_call_hook`
-    def before_process(self, p):
-        self._call_hook("before_process", p)
-
     def process(self, p):
         self._call_hook("process", p)
-
-    def before_process_batch(self, p, **kwargs):
-        self._call_hook("before_process_batch", p, **kwargs)
 
     def process_batch(self, p, **kwargs):
         self._call_hook("process_batch", p, **kwargs)
@@ -292,23 +219,8 @@ class ScriptRunner:
     def process_before_every_sampling(self, p, **kwargs):
         self._call_hook("process_before_every_sampling", p, **kwargs)
 
-    def before_hr(self, p):
-        self._call_hook("before_hr", p)
-
     def post_sample(self, p, ps):
         self._call_hook("post_sample", p, ps)
-
-    def postprocess_batch(self, p, images, **kwargs):
-        self._call_hook("postprocess_batch", p, images=images, **kwargs)
-
-    def postprocess_batch_list(self, p, pp, **kwargs):
-        self._call_hook("postprocess_batch_list", p, pp, **kwargs)
-
-    def postprocess_image(self, p, pp):
-        self._call_hook("postprocess_image", p, pp)
-
-    def postprocess_image_after_composite(self, p, pp):
-        self._call_hook("postprocess_image_after_composite", p, pp)
 
     def postprocess(self, p, processed):
         self._call_hook("postprocess", p, processed)
