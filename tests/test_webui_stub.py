@@ -251,18 +251,6 @@ def test_input_accordion_is_a_hidden_checkbox_that_owns_an_accordion(webui):
     assert slider.parent.parent is enabled.accordion  # gradio wraps form fields in a Form
 
 
-@pytest.mark.parametrize("batch_cond_uncond", [True, False])
-def test_a1111_unet_calls_batch_cond_and_uncond_per_setting(webui, batch_cond_uncond):
-    model = webui.make_a1111_model()
-    probe(webui, model)
-    webui.shared.opts.batch_cond_uncond = batch_cond_uncond
-    attn1 = next(m.attn1 for m in model.model.diffusion_model.modules() if type(m).__name__ == "BasicTransformerBlock")
-    batches = []
-    attn1.register_forward_pre_hook(lambda m, args, kwargs: batches.append(args[0].shape[0]), with_kwargs=True)
-    webui.txt2img(steps=2)
-    assert batches == ([2, 2] if batch_cond_uncond else [1, 1, 1, 1])
-
-
 def test_reforge_flavour_resets_before_the_single_hires_hook(webui):
     model = webui.make_forge_model(flavour="reforge")
     module = probe(webui, model)

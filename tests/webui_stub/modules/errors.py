@@ -29,12 +29,3 @@ def report(message: str, *, exc_info: bool = False) -> None:
         print("***", line, file=sys.stderr)
     if exc_info and text:
         print(text, file=sys.stderr)
-
-
-def display(e: BaseException, task: str, *, full_traceback: bool = False) -> None:
-    recorded.append(Recorded(f"{task or 'error'}: {type(e).__name__}", e, "".join(traceback.format_exception(e))))
-    print(f"{task or 'error'}: {type(e).__name__}: {e}", file=sys.stderr)
-
-
-def reset() -> None:
-    recorded.clear()

@@ -21,10 +21,6 @@ from modules import script_callbacks, shared
 from modules.script_callbacks import CFGDenoiserParams
 
 
-class InterruptedException(BaseException):
-    pass
-
-
 class InjectedFailure(RuntimeError):
     pass
 
@@ -79,7 +75,6 @@ class CFGDenoiser:
         self.total_steps = None
         self.step = 0
         self.p = None
-        self.init_latent = None
 
     @property
     def inner_model(self) -> Any:
@@ -87,9 +82,6 @@ class CFGDenoiser:
 
     def __call__(self, x, sigma, uncond, cond, cond_scale, image_cond):
         state = shared.state
-        if state.interrupted or state.skipped:
-            raise InterruptedException
-
         batch_size = x.shape[0]
         x_in = torch.cat([x, x])
         sigma_in = torch.cat([sigma, sigma])
@@ -113,17 +105,11 @@ class CFGDenoiser:
             def make_cond(c_crossattn: torch.Tensor, c_concat: torch.Tensor) -> dict:
                 return {"c_crossattn": [c_crossattn], "c_concat": [c_concat]}
 
-            if shared.opts.batch_cond_uncond:
-                x_out = inner(x_in, sigma_in, cond=make_cond(cond_in, image_cond_in))
-            else:
-                x_out = torch.zeros_like(x_in)
-                for a in range(0, x_out.shape[0], batch_size):
-                    b = a + batch_size
-                    x_out[a:b] = inner(x_in[a:b], sigma_in[a:b], cond=make_cond(cond_in[a:b], image_cond_in[a:b]))
+            # cond and uncond in one UNet call, as with the default `batch_cond_uncond` (the setting is not modelled)
+            x_out = inner(x_in, sigma_in, cond=make_cond(cond_in, image_cond_in))
             denoised_uncond = x_out[batch_size:]
             denoised = denoised_uncond + (x_out[:batch_size] - denoised_uncond) * cond_scale
 
-        self.sampler.last_latent = denoised
         self.step += 1
         return denoised
 
@@ -179,7 +165,6 @@ class KDiffusionSampler:
     def __init__(self, name: str, sd_model: Any) -> None:
         self.name = name
         self.model_wrap_cfg = CFGDenoiser(self)
-        self.last_latent = None
         self.p = None
 
     def get_sigmas(self, p: Any, steps: int) -> torch.Tensor:
@@ -193,10 +178,7 @@ class KDiffusionSampler:
         self.model_wrap_cfg.total_steps = steps
         shared.state.sampling_steps = steps
         shared.state.sampling_step = 0
-        try:
-            return func()
-        except InterruptedException:
-            return self.last_latent
+        return func()
 
     def initialize(self, p: Any) -> None:
         self.p = p
@@ -218,7 +200,6 @@ class KDiffusionSampler:
         x = x * sigmas[0]
         self.initialize(p)
         args = self._extra_args(p, conditioning, unconditional_conditioning, image_conditioning)
-        self.last_latent = x
         return self.launch_sampling(
             steps, lambda: sample_euler(self.model_wrap_cfg, x, sigmas, args, self.callback_state)
         )
@@ -231,8 +212,6 @@ class KDiffusionSampler:
         sigma_sched = sigmas[steps - t_enc - 1 :]
         xi = x + noise * sigma_sched[0]
         self.initialize(p)
-        self.model_wrap_cfg.init_latent = x
-        self.last_latent = x
         args = self._extra_args(p, conditioning, unconditional_conditioning, image_conditioning)
         return self.launch_sampling(
             t_enc + 1, lambda: sample_euler(self.model_wrap_cfg, xi, sigma_sched, args, self.callback_state)

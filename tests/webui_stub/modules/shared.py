@@ -11,18 +11,14 @@ from typing import Any
 from modules import options
 
 SETTINGS: dict[str, Any] = {
-    "batch_cond_uncond": True,  # one UNet call for cond and uncond together
-    "return_grid": True,
-    "grid_only_if_multiple": True,
     "img2img_fix_steps": False,
-    "infotext_skip_pasting": [],
     "hypertile_enable_unet": False,
     "hypertile_enable_unet_secondpass": False,
 }
 
 
 class State:
-    """The progress counters and the interrupt flags of the job that runs (shared_state.State)."""
+    """The progress counters of the job that runs (shared_state.State; interrupting is not modelled)."""
 
     def __init__(self) -> None:
         self.job = ""
@@ -30,8 +26,6 @@ class State:
         self.job_count = 0
         self.sampling_step = 0
         self.sampling_steps = 0
-        self.interrupted = False
-        self.skipped = False
 
     def begin(self, job: str = "(unknown)") -> None:
         self.__init__()
