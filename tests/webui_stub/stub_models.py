@@ -1,14 +1,17 @@
 """Fake `shared.sd_model` objects around a real (small, random) ldm UNet, for A1111 and for Forge.
 
-A1111 (ldm `LatentDiffusion` as loaded by A1111): `sd_model.model` is the `DiffusionWrapper`
-(`conditioning_key="crossattn"`) whose `diffusion_model` is the ldm `UNetModel`; the model flags
-`is_sd1/is_sd2/is_sdxl/is_ssd/is_sd3` (sd_models.py `set_model_type`), `sd_checkpoint_info`,
-`sd_model_hash`, `parameterization`, `cond_stage_key`, `alphas_cumprod`.
+Only what the extension and the stand-in sampler read is modelled.
+
+A1111 (ldm `LatentDiffusion` as loaded by A1111): `sd_model.model` is the `DiffusionWrapper` whose
+`diffusion_model` is the ldm `UNetModel`; the model flags `is_sd1/is_sd2/is_sdxl/is_ssd/is_sd3`
+(sd_models.py `set_model_type`) and `parameterization`.
 
 Forge (backend/diffusion_engine/base.py, backend/patcher/{base,unet}.py, backend/modules/k_model.py):
 `sd_model.forge_objects.unet` is a `UnetPatcher` whose `model` (KModel) has the UNet as `diffusion_model`
-and a `predictor` with `percent_to_sigma`; `clone()` deep-copies `model_options` as Forge does (so a patch
-object installed before a later clone is a copy in the clone); `forge_objects_after_applying_lora` is what
+and a `predictor` (sigma -> timestep); `clone()` deep-copies `model_options` as Forge and reForge do (so a
+patch object installed before a later clone is a copy in the clone), Neo's rebuilds only dicts and lists;
+`set_model_attn1_patch`, `set_model_attn1_output_patch`, `set_transformer_option` and
+`set_model_unet_function_wrapper` write `model_options` as Forge does; `forge_objects_after_applying_lora` is what
 processing resets `forge_objects` to before every sampling pass. There is no `sd_model.model` in current
 Forge (`legacy=True` adds it, as old Forge / reForge have it).
 
@@ -21,10 +24,8 @@ runs the patch chain on the normalised hidden states `n` with `context = value =
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import zlib
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,8 +47,6 @@ class DiscreteSchedule:
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         self.sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).float()
         self.log_sigmas = self.sigmas.log()
-        self.sigma_min = float(self.sigmas[0])
-        self.sigma_max = float(self.sigmas[-1])
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         log_sigma = sigma.float().log()
@@ -67,13 +66,6 @@ class DiscreteSchedule:
         t = torch.linspace(len(self.sigmas) - 1, 0, n)
         return torch.cat([self.t_to_sigma(t), torch.zeros(1)])
 
-    def percent_to_sigma(self, percent: float) -> float:
-        if percent <= 0.0:
-            return 999999999.9
-        if percent >= 1.0:
-            return 0.0
-        return float(self.t_to_sigma(torch.tensor((1.0 - percent) * 999.0)))
-
 
 def text_conditioning(prompts: list[str], context_dim: int) -> torch.Tensor:
     """A deterministic stand-in for CLIP: one (77, context_dim) tensor per prompt, seeded by its text."""
@@ -84,52 +76,26 @@ def text_conditioning(prompts: list[str], context_dim: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def _checkpoint_info(arch: str) -> SimpleNamespace:
-    name = f"stub-{arch}"
-    return SimpleNamespace(
-        filename=f"/models/Stable-diffusion/{name}.safetensors",
-        title=f"{name}.safetensors [0123456789]",
-        short_title=f"{name} [0123456789]",
-        model_name=name,
-        name=f"{name}.safetensors",
-        name_for_extra=name,
-        hash="01234567",
-        sha256="0123456789abcdef" * 4,
-        shorthash="0123456789",
-    )
-
-
 class _ModelBase:
-    """What A1111 and Forge models share here: flags, checkpoint info, schedule, text conditioning."""
+    """What A1111 and Forge models share here: flags, schedule, text conditioning."""
 
     def _init_common(self, arch: str, unet: nn.Module) -> None:
         self.arch = arch
         flag = ARCHS[arch][1]
         for name in ("is_sd1", "is_sd2", "is_sdxl", "is_ssd", "is_sd3"):
             setattr(self, name, name == flag)
-        self.sd_checkpoint_info = _checkpoint_info(arch)
-        self.sd_model_hash = self.sd_checkpoint_info.shorthash
-        self.sd_model_checkpoint = self.sd_checkpoint_info.filename
         self.parameterization = "eps"
-        self.cond_stage_key = "txt"
-        self.latent_channels = 4
         self.schedule = DiscreteSchedule()
-        self.alphas_cumprod = self.schedule.alphas_cumprod
         self.context_dim = unets.context_dim_of(unet)
 
     def get_learned_conditioning(self, prompts: list[str]) -> torch.Tensor:
         return text_conditioning(list(prompts), self.context_dim)
-
-    @contextlib.contextmanager
-    def ema_scope(self, context: Any = None) -> Iterator[None]:
-        yield
 
 
 class DiffusionWrapper(nn.Module):
     def __init__(self, diffusion_model: nn.Module) -> None:
         super().__init__()
         self.diffusion_model = diffusion_model
-        self.conditioning_key = "crossattn"
 
     def forward(self, x, t, c_concat: list | None = None, c_crossattn: list | None = None, c_adm=None):
         return self.diffusion_model(x, t, context=torch.cat(c_crossattn, 1))
@@ -155,26 +121,14 @@ def make_a1111_model(arch: str = "sd15", width: int = 32, seed: int = 0) -> A111
 
 
 class Predictor(nn.Module):
-    """backend/modules/k_prediction.py (eps prediction): sigma <-> timestep, input scaling, percent_to_sigma."""
+    """backend/modules/k_prediction.py (eps prediction), the part used here: sigma -> timestep."""
 
     def __init__(self, schedule: DiscreteSchedule) -> None:
         super().__init__()
         self.schedule = schedule
-        self.sigma_min = schedule.sigma_min
-        self.sigma_max = schedule.sigma_max
-
-    @property
-    def sigmas(self) -> torch.Tensor:
-        return self.schedule.sigmas
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         return self.schedule.sigma_to_t(sigma)
-
-    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
-        return self.schedule.t_to_sigma(timestep)
-
-    def percent_to_sigma(self, percent: float) -> float:
-        return self.schedule.percent_to_sigma(percent)
 
 
 class KModel(nn.Module):
@@ -182,10 +136,6 @@ class KModel(nn.Module):
         super().__init__()
         self.diffusion_model = diffusion_model
         self.predictor = Predictor(schedule)
-
-    @property
-    def model_sampling(self) -> Predictor:  # old Forge / reForge name
-        return self.predictor
 
     def apply_model(self, x, sigma, c_crossattn, transformer_options) -> torch.Tensor:
         x_in = x / (sigma.view(-1, 1, 1, 1) ** 2 + 1) ** 0.5
@@ -202,20 +152,15 @@ class UnetPatcher:
         self.model = model
         self.flavour = flavour
         self.model_options: dict[str, Any] = {"transformer_options": {}}
-        self.object_patches: dict[str, Any] = {}
 
     def clone(self) -> UnetPatcher:
         """Forge and reForge deep-copy the model options, patches included; Neo rebuilds dicts and lists only."""
         n = UnetPatcher(self.model, self.flavour)
-        n.object_patches = self.object_patches.copy()
         if self.flavour == "neo":
             n.model_options = _containers_copied(self.model_options)
         else:
             n.model_options = copy.deepcopy(self.model_options)
         return n
-
-    def is_clone(self, other: Any) -> bool:
-        return getattr(other, "model", None) is self.model
 
     def set_model_patch(self, patch: Any, name: str) -> None:
         to = self.model_options["transformer_options"]
@@ -226,31 +171,14 @@ class UnetPatcher:
     def set_model_attn1_patch(self, patch: Any) -> None:
         self.set_model_patch(patch, "attn1_patch")
 
-    def set_model_attn2_patch(self, patch: Any) -> None:
-        self.set_model_patch(patch, "attn2_patch")
-
     def set_model_attn1_output_patch(self, patch: Any) -> None:
         self.set_model_patch(patch, "attn1_output_patch")
-
-    def set_model_patch_replace(self, patch, name, block_name, number, transformer_index=None) -> None:
-        to = dict(self.model_options["transformer_options"])
-        replace = {k: dict(v) for k, v in to.get("patches_replace", {}).items()}
-        block = (block_name, number) if transformer_index is None else (block_name, number, transformer_index)
-        replace.setdefault(name, {})[block] = patch
-        to["patches_replace"] = replace
-        self.model_options["transformer_options"] = to
-
-    def set_model_attn1_replace(self, patch, block_name, number, transformer_index=None) -> None:
-        self.set_model_patch_replace(patch, "attn1", block_name, number, transformer_index)
 
     def set_transformer_option(self, k: str, v: Any) -> None:
         self.model_options.setdefault("transformer_options", {})[k] = v
 
     def set_model_unet_function_wrapper(self, wrapper: Any) -> None:
         self.model_options["model_function_wrapper"] = wrapper
-
-    def add_object_patch(self, name: str, obj: Any) -> None:
-        self.object_patches[name] = obj
 
 
 def _containers_copied(value: Any) -> Any:
@@ -263,14 +191,13 @@ def _containers_copied(value: Any) -> Any:
 
 
 class ForgeObjects:
-    def __init__(self, unet: Any, clip: Any = None, vae: Any = None, clipvision: Any = None) -> None:
+    """backend/diffusion_engine/base.py `ForgeObjects`; only the UNet patcher is modelled (no clip, vae)."""
+
+    def __init__(self, unet: Any) -> None:
         self.unet = unet
-        self.clip = clip
-        self.vae = vae
-        self.clipvision = clipvision
 
     def shallow_copy(self) -> ForgeObjects:
-        return ForgeObjects(self.unet, self.clip, self.vae, self.clipvision)
+        return ForgeObjects(self.unet)
 
 
 class ForgeModel(_ModelBase):
@@ -280,7 +207,6 @@ class ForgeModel(_ModelBase):
         self._init_common(arch, unet)
         patcher = UnetPatcher(KModel(unet, self.schedule), flavour)
         self.forge_objects = ForgeObjects(patcher)
-        self.forge_objects_original = self.forge_objects.shallow_copy()
         self.forge_objects_after_applying_lora = self.forge_objects.shallow_copy()
         # "forge" (current), "reforge" or "neo": how the hires pass resets and how the patcher clones
         self.stub_forge_flavour = flavour

@@ -12,7 +12,6 @@ Forge's sampling function calls the patcher's `model_function_wrapper`, when set
 from __future__ import annotations
 
 import zlib
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -85,19 +84,10 @@ class FluxForgeModel:
         flags = ("is_sd1", "is_sdxl") if flavour == "neo" else ("is_sd1", "is_sd2", "is_sdxl", "is_sd3")
         for flag in flags:
             setattr(self, flag, False)
-        self.sd_checkpoint_info = SimpleNamespace(
-            filename="/models/Stable-diffusion/stub-flux.safetensors",
-            title="stub-flux.safetensors [0123456789]",
-            model_name="stub-flux",
-            name="stub-flux.safetensors",
-            shorthash="0123456789",
-        )
-        self.sd_model_hash = "0123456789"
         self.latent_channels = LATENT_CHANNELS
         self.schedule = stub_models.DiscreteSchedule()
         patcher = stub_models.UnetPatcher(FluxKModel(network, stub_models.Predictor(self.schedule)), flavour)
         self.forge_objects = stub_models.ForgeObjects(patcher)
-        self.forge_objects_original = self.forge_objects.shallow_copy()
         self.forge_objects_after_applying_lora = self.forge_objects.shallow_copy()
         self.stub_forge_flavour = flavour
 
