@@ -565,7 +565,8 @@ def replot(paths: list[Path], out: Path) -> int:
 
     data = [json.loads(p.read_text()) for p in paths]
     rows = [r for d in data for r in d["rows"]]
-    plot(rows, out.with_suffix(".png"), f"{data[0]['device']}, {data[0].get('dtype', '')}, batch 1")
+    clock = "CPU time" if data[0].get("clock") == "cpu" else "wall clock"
+    plot(rows, out.with_suffix(".png"), f"{data[0]['device']}, {data[0].get('dtype', '')}, batch 1, {clock}")
     print(table(rows))
     return 0
 
@@ -671,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    plot(rows, out.with_suffix(".png"), f"{meta['device']}, {args.dtype}, batch 1")
+    clock = "CPU time" if args.clock == "cpu" and device.type == "cpu" else "wall clock"
+    plot(rows, out.with_suffix(".png"), f"{meta['device']}, {args.dtype}, batch 1, {clock}")
     print(table(rows))
     return 0
 
