@@ -243,8 +243,6 @@ def test_input_accordion_is_a_hidden_checkbox_that_owns_an_accordion(webui):
 
     with gr.Blocks():
         with webui.ui_components.InputAccordion(True, label="ToDo", elem_id="todo") as enabled:
-            with enabled.extra():
-                gr.HTML("extra")
             slider = gr.Slider(value=1)
     assert isinstance(enabled, gr.Checkbox) and enabled.value is True and enabled.visible is False
     assert (enabled.elem_id, enabled.accordion.elem_id, enabled.accordion.open) == ("todo-checkbox", "todo", True)

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from modules import infotext_utils, scripts, sd_samplers, shared
-from modules.shared import state
 
 VERSION = "v1.10.1"
 LATENT_CHANNELS = 4
@@ -162,7 +161,6 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
         size = (self.hr_upscale_to_y // PIXELS_PER_LATENT, self.hr_upscale_to_x // PIXELS_PER_LATENT)
         latent = F.interpolate(latent, size=size, mode="bilinear")
-        state.nextjob()
         self.rng = ImageRNG(latent.shape[1:], self.seeds)
         noise = self.rng.next()
         hook_kwargs = {"x": latent, "noise": noise, "c": self.c, "uc": self.uc}
@@ -204,15 +202,11 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 class Processed:
     """A job's result: `images` and their `infotexts` (no grid here, so `index_of_first_image` stays 0)."""
 
-    def __init__(self, p, images_list, seed=-1, info="", *, index_of_first_image=0, infotexts=None):
-        self.images = images_list
-        self.seed = seed
-        self.info = info
-        self.infotexts = infotexts or [info] * len(images_list)
-        self.index_of_first_image = index_of_first_image
-        self.prompt = p.prompt
-        self.width, self.height = p.width, p.height
-        self.extra_generation_params = p.extra_generation_params  # shared with the job, as in A1111
+    def __init__(self, images: list, infotexts: list[str]) -> None:
+        self.images = images
+        self.infotexts = infotexts
+        self.info = infotexts[0] if infotexts else ""
+        self.index_of_first_image = 0
 
 
 def create_infotext(p: Any, all_prompts: list, all_seeds: list, index: int = 0) -> str:
@@ -274,24 +268,19 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
                 latents = after_sampling.samples
 
             decoded = ((latents.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # the stand-in's "VAE decode"
-            state.nextjob()
             for i, image in enumerate(decoded):
                 p.batch_index = i
                 texts.append(create_infotext(p, p.prompts, p.seeds, index=i))
                 images.append(image)
 
-    result = Processed(p, images, p.all_seeds[0], texts[0] if texts else "", infotexts=texts)
+    result = Processed(images, texts)
     if runner is not None:
         runner.postprocess(p, result)
     return result
 
 
 def run_job(p: StableDiffusionProcessing) -> Processed:
-    """What txt2img.py / img2img.py do with a job inside `state.begin/end` when no selectable script is
-    chosen: `process_images`; the job is closed either way."""
-    state.begin(job="img2img" if isinstance(p, StableDiffusionProcessingImg2Img) else "txt2img")
-    try:
-        with closing(p):
-            return process_images(p)
-    finally:
-        state.end()
+    """What txt2img.py / img2img.py do with a job when no selectable script is chosen: `process_images`; the
+    job is closed either way."""
+    with closing(p):
+        return process_images(p)

@@ -18,26 +18,12 @@ SETTINGS: dict[str, Any] = {
 
 
 class State:
-    """The progress counters of the job that runs (shared_state.State; interrupting is not modelled)."""
+    """shared_state.State, the part read here: the step counters the sampler sets (no job bookkeeping or
+    interrupts)."""
 
     def __init__(self) -> None:
-        self.job = ""
-        self.job_no = 0
-        self.job_count = 0
         self.sampling_step = 0
         self.sampling_steps = 0
-
-    def begin(self, job: str = "(unknown)") -> None:
-        self.__init__()
-        self.job = job
-        self.job_count = -1
-
-    def nextjob(self) -> None:
-        self.sampling_step = 0
-        self.job_no += 1
-
-    def end(self) -> None:
-        self.job, self.job_count = "", 0
 
 
 opts = options.Options(SETTINGS)

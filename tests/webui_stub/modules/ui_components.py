@@ -2,9 +2,9 @@
 
 An `InputAccordion` is a hidden `gr.Checkbox` (so it is one bool input of its script, and an
 `isinstance(x, gr.Checkbox)` check holds) that owns a `gr.Accordion`, open iff the value is true. `with`
-enters the accordion; `.extra()` gives a column for the accordion's label row. In the webui,
-javascript/inputAccordion.js keeps checkbox and accordion in sync in the browser; here only the Python
-objects exist.
+enters the accordion. (The real `.extra()` label-row column is not modelled: the extension does not use
+it.) In the webui, javascript/inputAccordion.js keeps checkbox and accordion in sync in the browser; here
+only the Python objects exist.
 """
 
 from __future__ import annotations
@@ -25,10 +25,6 @@ class InputAccordion(gr.Checkbox):
         accordion_kwargs = {**kwargs, "elem_id": self.accordion_id, "elem_classes": ["input-accordion"]}
         accordion_kwargs.setdefault("label", "Accordion")
         self.accordion = gr.Accordion(open=value, **accordion_kwargs)
-
-    def extra(self) -> gr.Column:
-        """A column shown in the accordion's label row."""
-        return gr.Column(elem_id=self.accordion_id + "-extra", elem_classes="input-accordion-extra", min_width=0)
 
     def __enter__(self) -> InputAccordion:
         self.accordion.__enter__()
