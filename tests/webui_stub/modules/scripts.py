@@ -49,7 +49,6 @@ class Script:
     is_img2img = False
     group = None
     infotext_fields = None
-    paste_field_names = None
     controls = None
 
     def title(self):
@@ -138,7 +137,6 @@ class ScriptRunner:
         self.selectable_scripts: list[Script] = []
         self.title_map: dict[str, Script] = {}
         self.infotext_fields: list = []
-        self.paste_field_names: list = []
         self.inputs: list = [None]
 
     def initialize_scripts(self, is_img2img):
@@ -170,7 +168,6 @@ class ScriptRunner:
         if not controls:
             return
         self.infotext_fields.extend(script.infotext_fields or [])
-        self.paste_field_names.extend(script.paste_field_names or [])
         self.inputs.extend(controls)
         script.args_to = len(self.inputs)
 
