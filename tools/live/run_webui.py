@@ -281,6 +281,14 @@ def webui_version(root: Path) -> str:
     return result.stdout.strip() if result.returncode == 0 else "not a git checkout"
 
 
+def tree_is_dirty(root: Path) -> bool:
+    """Whether a git checkout has changes to tracked files (so the code tested is not exactly its commit)."""
+    result = subprocess.run(
+        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
 # Checkpoint and extensions.
 
 
@@ -487,7 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tests_started = time.monotonic()
                 code = run_pytest(args, url)
         print(
-            f"[live] {args.webui} at {args.root} ({webui_version(args.root)}; {versions}): pytest exit {code} "
+            f"[live] {args.webui} at {args.root} ({webui_version(args.root)}; {versions}), sd-webui-todo "
+            f"{webui_version(REPO)}{' + uncommitted changes' if tree_is_dirty(REPO) else ''}: pytest exit {code} "
             f"in {time.monotonic() - tests_started:.0f} s",
             flush=True,
         )
