@@ -261,7 +261,7 @@ class WebUI:
         p = cls(sd_model=self.shared.sd_model, **{**defaults, **fields})
         p.is_api = api
         p.scripts = self.runner(is_img2img)
-        p.script_args = tuple(script_args) if api else script_args  # setting both runs the scripts' setup()
+        p.script_args = tuple(script_args) if api else script_args  # as the webui does (no setup() hook modelled)
         return p
 
     def txt2img(self, alwayson: dict[str, list] | None = None, **kwargs: Any) -> Run:

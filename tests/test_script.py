@@ -244,7 +244,7 @@ def test_forge_patches_a_clone_per_pass_and_restores(webui, flavour):
     # Forge has no ldm/sgm; Neo also removed ldm_patched and cut sd_hijack down: the script imports none of them.
     with webui.forbid_imports("ldm", "sgm", "ldm_patched", "modules.sd_hijack", "modules.sd_hijack_optimizations"):
         webui.load_extension_script(forge_loader=True)
-    model = webui.set_model(webui.make_forge_model(flavour=flavour))
+    model = webui.set_model(webui.make_forge_model(flavour=flavour, legacy=flavour == "reforge"))
     original = model.forge_objects.unet
     p = webui.make_txt2img(
         {TODO: [True, 2, 1, "nearest-exact", 0.0, 1.0, "own factor", 4]},

@@ -78,7 +78,7 @@ def test_a_clone_made_after_todo_keeps_its_step_window_and_infotext(webui, flavo
     webui.load_extension_script(start=False, forge_loader=True)
     probe = webui.load_script_text(CLONE_AFTER_TODO, "clone_after.py", "zz-clone-after", forge_loader=True)
     webui.start()
-    webui.set_model(webui.make_forge_model(flavour=flavour))
+    webui.set_model(webui.make_forge_model(flavour=flavour, legacy=flavour == "reforge"))
     alone = webui.txt2img({TODO: WINDOW_HALF}, steps=4)
     full = webui.txt2img({TODO: [True, 2, 1]}, steps=4)
     probe.ENABLED = True
