@@ -87,9 +87,9 @@ class TodoFluxProcessor:
 
     def _todo(self, attn: nn.Module, hidden: torch.Tensor, encoder: torch.Tensor | None, rope: Any, plan: tuple):
         grid, factor = plan
-        q, k, v = _joint_qkv(attn, hidden, encoder)  # (B, L, heads, D), text first
+        q, k, v = joint_qkv(attn, hidden, encoder)  # (B, L, heads, D), text first
         if rope is not None:
-            q, k = _apply_rope(q, rope), _apply_rope(k, rope)
+            q, k = apply_rope(q, rope), apply_rope(k, rope)
         out = joint_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
@@ -232,7 +232,7 @@ def _forget_shape(shape: ForwardShape) -> Callable:
     return forget
 
 
-def _joint_qkv(attn: Any, hidden: torch.Tensor, encoder: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+def joint_qkv(attn: Any, hidden: torch.Tensor, encoder: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
     """q, k, v of shape (B, L, heads, D) as FluxAttnProcessor builds them: RMS-normed q/k, text tokens first."""
     if getattr(attn, "fused_projections", False):
         q, k, v = attn.to_qkv(hidden).chunk(3, dim=-1)
@@ -251,7 +251,7 @@ def _joint_qkv(attn: Any, hidden: torch.Tensor, encoder: torch.Tensor | None) ->
     return torch.cat([eq, q], dim=1), torch.cat([ek, k], dim=1), torch.cat([ev, v], dim=1)
 
 
-def _apply_rope(x: torch.Tensor, rope: Any) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, rope: Any) -> torch.Tensor:
     from diffusers.models.embeddings import apply_rotary_emb  # diffusers is only needed when it is in use
 
     return apply_rotary_emb(x, rope, sequence_dim=1)

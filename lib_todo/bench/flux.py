@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backends.flux_diffusers import ForwardShape, TodoFluxProcessor, _apply_rope, _joint_qkv
+from ..backends.flux_diffusers import ForwardShape, TodoFluxProcessor, apply_rope, joint_qkv
 from ..grid import downsampled_grid
 from ..layout import dit_layout
 from ..plan import TodoPlan
@@ -86,9 +86,9 @@ class TextKeysOnly:
         self.txt_len = txt_len
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-        q, k, v = _joint_qkv(attn, hidden_states, encoder_hidden_states)  # (B, L, heads, D)
+        q, k, v = joint_qkv(attn, hidden_states, encoder_hidden_states)  # (B, L, heads, D)
         if image_rotary_emb is not None:
-            q, k = _apply_rope(q, image_rotary_emb), _apply_rope(k, image_rotary_emb)
+            q, k = apply_rope(q, image_rotary_emb), apply_rope(k, image_rotary_emb)
         t = self.txt_len
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k[:, :t].transpose(1, 2), v[:, :t].transpose(1, 2))
         out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)
