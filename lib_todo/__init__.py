@@ -10,12 +10,13 @@ live) -> downsample. Backends (`lib_todo.backends`) install it per model family;
 (`lib_todo.webui`) is imported only by the webui script.
 """
 
-from .auto import auto_factors, resolve_factors
+from .auto import auto_factors, dit_auto_factor, resolve_factors
 from .backends.flux_forge import patch_flux_patcher
 from .backends.forge_unet import patch_unet_patcher
 from .backends.unet_hooks import has_hooks
 from .downsample import downsample_kv
 from .grid import downsampled_grid, grid_for_tokens, level_grid
+from .joint_attention import joint_attention
 from .layout import AttentionLayout, layout_of
 from .patch import TodoHandle, apply, patched, remove
 from .plan import Target, TodoPlan
@@ -37,10 +38,12 @@ __all__ = [
     "TodoSettings",
     "apply",
     "auto_factors",
+    "dit_auto_factor",
     "downsample_kv",
     "downsampled_grid",
     "grid_for_tokens",
     "has_hooks",
+    "joint_attention",
     "layout_of",
     "level_grid",
     "patch_flux_patcher",

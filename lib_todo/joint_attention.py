@@ -33,6 +33,8 @@ from .grid import downsampled_grid
 
 NEAREST_PICK = {"nearest-exact": "centre", "nearest": "start"}
 POOLS = {"avg-pool": F.avg_pool2d, "max-pool": F.max_pool2d}
+# Balance on by default: it keeps the output 3-13x closer to full attention at no measurable cost (README, Flux).
+DEFAULT_BALANCE = True
 KNOWN_METHODS = ("nearest-exact", "nearest", "avg-pool", "bilinear", "max-pool")
 
 
@@ -122,7 +124,7 @@ def joint_attention(
     grid_hw: tuple[int, int],
     factor: float,
     method: str = "nearest-exact",
-    balance: bool = True,
+    balance: bool = DEFAULT_BALANCE,
     image_first: bool = False,
 ) -> torch.Tensor:
     """Joint attention with ToDo on the image keys/values: (B, heads, L, D) -> (B, heads, L, D).

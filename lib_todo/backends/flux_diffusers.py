@@ -16,13 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..joint_attention import joint_attention
+from ..joint_attention import DEFAULT_BALANCE, joint_attention
 from ..state import CLOSED_WINDOW, EXTRA_TOKENS, NO_GRID, OWN_CONTEXT, PassState
 
 TAG = "_lib_todo_flux"
 PROCESSOR_NAMES = ("FluxAttnProcessor", "FluxAttnProcessor2_0")
-# Balance on by default: see the README's Flux section for the measurement behind it.
-DEFAULT_BALANCE = True
 
 
 def is_flux_transformer(model: Any) -> bool:
