@@ -137,6 +137,7 @@ def test_model_load_and_ui_reload_remove_hooks(a1111):
         [True, 2, 1, "avg-pool", 0.1, 0.9, "own factor", 3],
         [True, 2, 0, "max-pool", 0.0, 0.6, "only", 0],
         [True, 3, 2, "bilinear", 0.25, 1.0, "off", 0],
+        [True, 2, 1, "nearest", 0.0, 1.0, "same", 0],
     ],
 )
 def test_infotext_round_trip_restores_every_control(a1111, args):
