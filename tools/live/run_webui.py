@@ -484,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.setup_only:
             print(f"[live] {args.webui} at {args.root} is set up ({versions})", flush=True)
             return 0
+        tested = f"{webui_version(REPO)}{' + uncommitted changes' if tree_is_dirty(REPO) else ''}"  # what starts
         port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
@@ -496,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code = run_pytest(args, url)
         print(
             f"[live] {args.webui} at {args.root} ({webui_version(args.root)}; {versions}), sd-webui-todo "
-            f"{webui_version(REPO)}{' + uncommitted changes' if tree_is_dirty(REPO) else ''}: pytest exit {code} "
+            f"{tested}: pytest exit {code} "
             f"in {time.monotonic() - tests_started:.0f} s",
             flush=True,
         )
