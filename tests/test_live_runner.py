@@ -134,17 +134,28 @@ def test_extension_links_are_made_then_removed(webui: Path, tmp_path: Path) -> N
     other = tmp_path / "other-ext"
     other.mkdir()
     extensions = webui / "extensions"
-    with runner.linked_extensions(webui, [runner.REPO, other]):
+    with runner.linked_extensions(webui, {runner.EXTENSION_NAME: runner.REPO, "other-ext": other}):
         assert (extensions / runner.EXTENSION_NAME).resolve() == runner.REPO
         assert (extensions / "other-ext").resolve() == other.resolve()
     assert list(extensions.iterdir()) == []
+
+
+def test_no_todo_links_only_the_other_extensions(webui: Path, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other-ext"
+    other.mkdir()
+    args = parsed(webui, "--webui", "a1111", "--no-todo", "--extension", str(other))
+    assert runner.extension_links(args) == {"other-ext": other}
+    assert runner.extension_links(parsed(webui, "--webui", "a1111")) == {runner.EXTENSION_NAME: runner.REPO}
+    (webui / "extensions" / runner.EXTENSION_NAME).mkdir(parents=True)
+    code, err = run_main(capsys, "--webui", "a1111", "--root", str(webui), "--no-todo")
+    assert code == 2 and len(err) == 1 and "move it away" in err[0], err
 
 
 def test_an_existing_link_to_the_same_folder_is_kept(webui: Path) -> None:
     link = webui / "extensions" / runner.EXTENSION_NAME
     link.parent.mkdir()
     link.symlink_to(runner.REPO, target_is_directory=True)
-    with runner.linked_extensions(webui, [runner.REPO]):
+    with runner.linked_extensions(webui, {runner.EXTENSION_NAME: runner.REPO}):
         pass
     assert link.is_symlink()
 
@@ -154,7 +165,7 @@ def test_a_foreign_folder_under_the_name_is_refused_and_kept(webui: Path) -> Non
     installed.mkdir(parents=True)
     (installed / "keep.txt").write_text("user's copy")
     with pytest.raises(runner.UsageError, match="is not a link"):
-        with runner.linked_extensions(webui, [runner.REPO]):
+        with runner.linked_extensions(webui, {runner.EXTENSION_NAME: runner.REPO}):
             pass
     assert (installed / "keep.txt").read_text() == "user's copy"
 

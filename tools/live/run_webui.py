@@ -10,13 +10,14 @@ What it does, in order:
    as the profile below says, and each replacement is printed);
 2. makes the random-weight SD1.5 checkpoint (tools/live/checkpoint.py) unless --checkpoint names one that
    exists; by default `<root>/models/Stable-diffusion/todo-random-sd15.safetensors`;
-3. links this working tree into `<root>/extensions/sd-webui-todo` (so the current code is what runs), and each
-   --extension DIR into `<root>/extensions/<name of DIR>`;
+3. links this working tree into `<root>/extensions/sd-webui-todo` (so the current code is what runs; not with
+   --no-todo), and each --extension DIR into `<root>/extensions/<name of DIR>`;
 4. starts the webui API-only on 127.0.0.1 with its offline CPU flags and a settings file of its own
    (`<root>/todo-live-settings.json`, fresh each run, so the user's config.json is neither read nor changed),
    waits until it answers, and selects the checkpoint through the API;
 5. runs pytest on tests/test_live_webui.py (or the --tests files, or those in $TODO_LIVE_TESTS) with
-   TODO_WEBUI_URL set, stops the server, removes the links it made, and exits with pytest's exit code.
+   TODO_WEBUI_URL (and TODO_WEBUI_LOG, the server's console) set, stops the server, removes the links it made,
+   and exits with pytest's exit code.
 
 It writes only inside --root (links, settings file, server log `<root>/todo-live-server.log`, the checkpoint
 if made there) and where --checkpoint points. Network: none of its own; the webui starts with its
@@ -149,6 +150,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=Path,
         help="also install this extension folder (linked into <root>/extensions); repeatable",
     )
+    p.add_argument("--no-todo", action="store_true", help="leave this extension out (what the webui does alone)")
     p.add_argument(
         "--tests",
         action="append",
@@ -190,9 +192,12 @@ def validate(args: argparse.Namespace) -> None:
     for ext in args.extension:
         if not ext.is_dir():
             raise UsageError(f"--extension {ext}: not a folder")
-    names = [EXTENSION_NAME] + [ext.resolve().name for ext in args.extension]
+    names = ([] if args.no_todo else [EXTENSION_NAME]) + [ext.resolve().name for ext in args.extension]
     if len(set(names)) != len(names):
         raise UsageError(f"--extension: two extensions would share a folder name in extensions/: {names}")
+    installed = args.root / "extensions" / EXTENSION_NAME
+    if args.no_todo and (installed.exists() or installed.is_symlink()):
+        raise UsageError(f"--no-todo, but {installed} is there: move it away for the run without ToDo")
     args.tests = args.tests or os.environ.get("TODO_LIVE_TESTS", "").split() or list(DEFAULT_TESTS)
     for test in args.tests:
         if not (REPO / test).is_file():
@@ -306,15 +311,21 @@ def ensure_checkpoint(path: Path) -> None:
     make_checkpoint(path)
 
 
+def extension_links(args: argparse.Namespace) -> dict[str, Path]:
+    """Folder name under extensions/ -> folder: this working tree (unless --no-todo), then each --extension."""
+    links = {} if args.no_todo else {EXTENSION_NAME: REPO}
+    return {**links, **{ext.resolve().name: ext for ext in args.extension}}
+
+
 @contextmanager
-def linked_extensions(root: Path, sources: Sequence[Path]) -> Iterator[None]:
-    """Link each source folder into root/extensions for the block; remove the links made here afterwards.
+def linked_extensions(root: Path, sources: dict[str, Path]) -> Iterator[None]:
+    """Link each source folder into root/extensions/<name> for the block; remove the links made here afterwards.
 
     A link already pointing at the same folder is kept as it was; anything else under that name is an error.
     """
     made: list[Path] = []
     try:
-        for source, name in zip(sources, [EXTENSION_NAME] + [s.resolve().name for s in sources[1:]], strict=True):
+        for name, source in sources.items():
             link = root / "extensions" / name
             if link.is_symlink() and link.resolve() == source.resolve():
                 continue
@@ -461,9 +472,11 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def run_pytest(args: argparse.Namespace, url: str) -> int:
+    """pytest on the test files, told the webui's address and where its console output goes."""
     cmd = [sys.executable, "-m", "pytest", *args.tests, "-v", *args.pytest_args]
-    print(f"[live] TODO_WEBUI_URL={url} {shlex.join(cmd)}", flush=True)
-    return subprocess.run(cmd, cwd=REPO, env={**os.environ, "TODO_WEBUI_URL": url}).returncode
+    env = {**os.environ, "TODO_WEBUI_URL": url, "TODO_WEBUI_LOG": str(args.root / LOG_NAME)}
+    print(f"[live] TODO_WEBUI_URL={url} TODO_WEBUI_LOG={env['TODO_WEBUI_LOG']} {shlex.join(cmd)}", flush=True)
+    return subprocess.run(cmd, cwd=REPO, env=env).returncode
 
 
 def interrupted(signum: int, frame: object) -> None:
@@ -488,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
-        with linked_extensions(args.root, [REPO, *args.extension]):
+        with linked_extensions(args.root, extension_links(args)):
             with running_server(launch_command(args, profile, port), args.root, server_env(args)) as proc:
                 wait_until_ready(proc, args.root / LOG_NAME, url, args.startup_timeout)
                 title = select_checkpoint(url, args.checkpoint)
