@@ -4,7 +4,7 @@ Like tests/test_live_webui.py (whose HTTP helpers this module imports), everythi
 TODO_WEBUI_URL points at a running webui (A1111 >= 1.10, Forge, reForge or Forge Neo, started with --api) with
 sd-webui-todo installed and a real or random-weight checkpoint loaded. Third-party extensions are installed into
 the webui under test, never committed here; each companion below is skipped when the webui does not have it (found
-through /sdapi/v1/scripts and /sdapi/v1/options). Requests are tiny (64 or 128 px, 2 Euler steps).
+through /sdapi/v1/scripts). Requests are tiny (64 or 128 px, 2 Euler steps).
 
 Per companion, with the companion on in every request:
 - an image comes back with ToDo off and with ToDo on (factor 2 on both levels);
@@ -74,8 +74,9 @@ class Companion:
     """An extension (or built-in) run beside ToDo, and how to switch it on through the API.
 
     script: its alwayson script name as /sdapi/v1/scripts lists it (lower-cased title), if it has one;
-    args: its alwayson args that switch it on; settings: override_settings that switch it on (each key must be
-    an option the webui has); todo: "acts" where ToDo can act beside it, "says why" where it cannot and must
+    args: its alwayson args that switch it on; settings: override_settings that switch it on (each key an
+    option of the extension that `needs` names, or a built-in one; /sdapi/v1/options lists only the settings that
+    were ever set, so it cannot tell); todo: "acts" where ToDo can act beside it, "says why" where it cannot and must
     say so in the console, "either" where that depends on how the webui implements the companion.
     """
 
@@ -84,6 +85,8 @@ class Companion:
     script: str | None = None
     args: tuple[Any, ...] = ()
     settings: dict[str, Any] = field(default_factory=dict)
+    needs: str | None = None  # a script that must be listed, for a companion driven by settings only
+    defaults: dict[str, Any] = field(default_factory=dict)  # each setting's default, put back after each job
     size: int = 64
     steps: int = 2
 
@@ -122,10 +125,6 @@ def controlnet_reference_unit() -> dict[str, Any]:
 
 
 COMPANIONS = [
-    # sd-webui-controlnet's reference_only calls each self-attention with a context of its own (the reference
-    # bank): ToDo keeps out and says why. Forge's built-in one is an attn1 replace that gets the keys/values ToDo
-    # already downsampled (its recorded bank included): ToDo acts there.
-    Companion("ControlNet reference_only", "either", "controlnet", (controlnet_reference_unit(),)),
     # A1111 extensions (ljleb FreeU, wcde Kohya hires fix, Tiled Diffusion, DeepCache standalone).
     # FreeU normalises a channel-mean map by its max - min: a 1x1 map (64 px, deepest level) gives NaN alone.
     Companion("FreeU (sd-webui-freeu)", "acts", "freeu", (True,), size=128),
@@ -150,12 +149,31 @@ COMPANIONS = [
         settings={
             "deepcache_enable_pass": "both passes",
             "deepcache_cache_enable_step_percentage": 0.0,
-            "deepcache_full_run_step_rate": 2,  # step 0 runs the whole UNet, step 1 reuses the deep features
+            "deepcache_full_run_step_rate": 2,  # odd steps reuse the deep features of the step before
         },
+        needs="deepcache",
+        defaults={
+            "deepcache_enable_pass": "disable",
+            "deepcache_cache_enable_step_percentage": 0.4,
+            "deepcache_full_run_step_rate": 5,
+        },
+        steps=20,  # DeepCache reuses a cache only within 50 of 1000 timesteps: never at 2 steps
     ),
     # Settings built into the webuis.
-    Companion("ToMe (token_merging_ratio 0.5)", "acts", settings={"token_merging_ratio": 0.5}),
-    Companion("HyperTile U-Net", "says why", settings={"hypertile_enable_unet": True}),
+    Companion(
+        "ToMe (token_merging_ratio 0.5)",
+        "acts",
+        settings={"token_merging_ratio": 0.5},
+        defaults={"token_merging_ratio": 0.0},
+    ),
+    Companion(
+        "HyperTile U-Net",
+        "says why",
+        settings={"hypertile_enable_unet": True, "hypertile_max_tile_unet": 32},  # 128 px in 32 px tiles
+        needs="hypertile",
+        defaults={"hypertile_enable_unet": False, "hypertile_max_tile_unet": 256},
+        size=128,
+    ),
     # Forge built-ins (extensions-builtin/sd_forge_*).
     Companion("Forge FreeU Integrated", "acts", "freeu integrated (sd 1.x, sd 2.x, sdxl)", (True,), size=128),
     Companion("Forge Kohya HRFix Integrated", "acts", "kohya hrfix integrated", (True, 3, 2.0, 0.0, 0.5)),
@@ -166,9 +184,20 @@ COMPANIONS = [
         (True, "MultiDiffusion", 48, 48, 32, 4),  # 2x2 tiles of 48 px (latent 6x6), all four in one batch
     ),
     Companion("Forge PerturbedAttentionGuidance", "acts", "perturbedattentionguidance integrated", (True, 3.0)),
+    # SAG masks where the middle block's self-attention sums above 1: never on its 1x1 map at 64 px.
     Companion(
-        "Forge SelfAttentionGuidance", "acts", "selfattentionguidance integrated (sd 1.x, sd 2.x, sdxl)", (True,)
+        "Forge SelfAttentionGuidance",
+        "acts",
+        "selfattentionguidance integrated (sd 1.x, sd 2.x, sdxl)",
+        (True,),
+        size=128,
     ),
+    # Last: after one sd-webui-controlnet reference_only job, A1111's ToMe no longer changes any image for the rest
+    # of the session (seen on A1111 1.10.1 without ToDo too), so every other companion runs before it.
+    # sd-webui-controlnet's reference_only calls each self-attention with a context of its own (the reference
+    # bank): ToDo keeps out and says why. Forge's built-in one is an attn1 replace that gets the keys/values ToDo
+    # already downsampled (its recorded bank included): ToDo acts there.
+    Companion("ControlNet reference_only", "either", "controlnet", (controlnet_reference_unit(),)),
 ]
 IDS = [c.name for c in COMPANIONS]
 
@@ -178,12 +207,7 @@ IDS = [c.name for c in COMPANIONS]
 
 @pytest.fixture(scope="module")
 def scripts_listed(server: str) -> set[str]:
-    return set(get("/sdapi/v1/scripts")["txt2img"])
-
-
-@pytest.fixture(scope="module")
-def options(server: str) -> dict[str, Any]:
-    return get("/sdapi/v1/options")
+    return {name.lower() for name in get("/sdapi/v1/scripts")["txt2img"]}  # some set `name` in capitals
 
 
 @pytest.fixture(scope="module")
@@ -191,13 +215,11 @@ def todo_installed(scripts_listed: set[str]) -> bool:
     return SCRIPT_NAME in scripts_listed
 
 
-def require(companion: Companion, scripts_listed: set[str], options: dict[str, Any]) -> None:
+def require(companion: Companion, scripts_listed: set[str]) -> None:
     """Skip unless the webui under test has this companion."""
-    if companion.script and companion.script not in scripts_listed:
-        pytest.skip(f"this webui has no script {companion.script!r}")
-    missing = [key for key in companion.settings if key not in options]
-    if missing:
-        pytest.skip(f"this webui has no setting {missing[0]!r}")
+    for script in (companion.script, companion.needs):
+        if script and script not in scripts_listed:
+            pytest.skip(f"this webui has no script {script!r}")
     if companion.script == "controlnet" and not controlnet_has_reference(scripts_listed):
         pytest.skip("this webui's ControlNet lists no reference_only preprocessor")
 
@@ -246,7 +268,8 @@ def companion_job(companion: Companion, todo: dict[str, Any] | None) -> dict[str
     Forge main keeps `override_settings` after an API job (override_settings_restore_afterwards is not
     honoured there), so without this a ToMe job would leave ToMe on for every job after it.
     """
-    before = {key: value for key, value in get("/sdapi/v1/options").items() if key in companion.settings}
+    listed = get("/sdapi/v1/options") if companion.settings else {}
+    before = {key: listed.get(key, companion.defaults[key]) for key in companion.settings}
     try:
         return generate("txt2img", companion.payload(todo))
     finally:
@@ -302,7 +325,7 @@ def run_for(companion: Companion, runs: dict[str, Run], console: Console, plain_
         on = companion_job(companion, TODO_ON)
         lines = console.todo_lines()
         after = image_b64(generate("txt2img", txt2img_payload(size=companion.size)))
-        runs[companion.name] = Run(off, on, lines, after)
+        runs[companion.name] = Run(off, on, lines, after, image_b64(companion_job(companion, None)))
     return runs[companion.name]
 
 
@@ -316,14 +339,13 @@ def alone(companion: Companion, run: Run) -> str:
 def companion_run(
     request: pytest.FixtureRequest,
     scripts_listed: set[str],
-    options: dict[str, Any],
     todo_installed: bool,
     runs: dict[str, Run],
     console: Console,
     plain_before: PlainJobs,
 ) -> tuple[Companion, Run]:
     companion: Companion = request.param
-    require(companion, scripts_listed, options)
+    require(companion, scripts_listed)
     if not todo_installed:
         pytest.skip("sd-webui-todo is not installed in this webui (recording mode?)")
     return companion, run_for(companion, runs, console, plain_before)
@@ -418,16 +440,14 @@ def test_a_later_clone_of_the_unet_patcher_changes_nothing(scripts_listed: set[s
 # Recording the webui without ToDo.
 
 
-def test_record_the_webui_without_todo(
-    scripts_listed: set[str], options: dict[str, Any], todo_installed: bool, plain_before: PlainJobs
-) -> None:
+def test_record_the_webui_without_todo(scripts_listed: set[str], todo_installed: bool, plain_before: PlainJobs) -> None:
     if not RECORD_PATH:
         pytest.skip("TODO_COMPANY_RECORD is not set")
     assert not todo_installed, "record against a webui WITHOUT sd-webui-todo installed"
     companions = {}
     for companion in COMPANIONS:
         try:
-            require(companion, scripts_listed, options)
+            require(companion, scripts_listed)
         except pytest.skip.Exception:
             continue
         plain_before.make(companion.size)
