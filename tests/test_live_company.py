@@ -192,6 +192,11 @@ COMPANIONS = [
         (True,),
         size=128,
     ),
+    # reForge built-ins whose titles differ from Forge's.
+    Companion("reForge FreeU Integrated", "acts", "freeu integrated", (True,), size=128),
+    Companion("reForge SAG Integrated", "acts", "selfattentionguidance integrated", (True,), size=128),
+    # enabled, tile 32 px, swap 2, max depth 0, no depth scaling: an attn1 patch, so ToDo may act or keep out
+    Companion("reForge HyperTile Integrated", "either", "hypertile integrated", (True, 32, 2, 0, False), size=128),
     # Last: after one sd-webui-controlnet reference_only job, A1111's ToMe no longer changes any image for the rest
     # of the session (seen on A1111 1.10.1 without ToDo too), so every other companion runs before it.
     # sd-webui-controlnet's reference_only calls each self-attention with a context of its own (the reference
