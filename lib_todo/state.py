@@ -23,7 +23,8 @@ NOT_ASKED = "not asked"  # a level whose factor is 1 at this size: left alone as
 REASONS = {
     OWN_CONTEXT: "every self-attention call brought its own context or mask (another extension, e.g. "
     "ControlNet reference-only or StyleAlign, feeds attention itself)",
-    WRAPPED: "every self-attention layer was wrapped by another extension that reshapes its tokens (HyperTile?)",
+    WRAPPED: "every self-attention layer was wrapped or tiled by another extension that reshapes its tokens "
+    "(HyperTile?)",
     NO_GRID: "no self-attention call matched the latent grid (another extension resized or merged the feature "
     "maps: Deep Shrink, ToMe, tiling?)",
     CLOSED_WINDOW: "the step window (start/stop) held no step of this pass",

@@ -59,7 +59,7 @@ def test_uses_kv_token_count_when_tome_merged_q(sd15_unet):
 
 @pytest.mark.parametrize(
     "case",
-    ["context is not value", "no level matches", "original_shape missing", "short original_shape"],
+    ["context is not value", "no level matches", "original_shape missing", "short original_shape", "tiled"],
 )
 def test_leaves_alone(sd15_unet, case):
     patch = _patch(sd15_unet, factor=2, factor_level2=2)
@@ -71,6 +71,8 @@ def test_leaves_alone(sd15_unet, case):
         context = value = x = _tokens(16 * 24 - 7)
     elif case == "original_shape missing":
         options = {"cond_or_uncond": [0, 1]}
+    elif case == "tiled":  # HyperTile's attn1 patch ran first: 4 tiles of 8x12 per image, 96 = the level-2 count
+        context = value = x = _tokens(8 * 12).repeat(4, 1, 1)
     else:
         options = {"original_shape": LATENT}
     out = patch(x, context, value, options)

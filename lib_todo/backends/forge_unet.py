@@ -17,7 +17,7 @@ from ..downsample import downsample_kv
 from ..layout import layout_of
 from ..plan import TodoPlan
 from ..settings import TodoSettings
-from ..state import CLOSED_WINDOW, NO_GRID, OWN_CONTEXT, PassState
+from ..state import CLOSED_WINDOW, NO_GRID, OWN_CONTEXT, WRAPPED, PassState
 
 
 class ForgeAttn1Patch:
@@ -45,6 +45,9 @@ class ForgeAttn1Patch:
         shape = extra_options.get("original_shape")
         if context.dim() != 3 or shape is None or len(shape) < 4:
             state.skip(NO_GRID)
+            return n, context, value
+        if context.shape[0] != shape[0]:  # tiles in the batch (an attn1 patch before ours, e.g. HyperTile)
+            state.skip(WRAPPED)
             return n, context, value
         state.latent_hw = (int(shape[-2]), int(shape[-1]))
         target = state.target(context.shape[1], state.latent_hw)
