@@ -40,6 +40,12 @@ def inputs(unet: nn.Module, name: str, latent_h: int, latent_w: int, batch: int 
     return unets.example_inputs(unet, name, batch, latent_h * 8, latent_w * 8, tokens=8)
 
 
+def setup(name: str, latent: tuple[int, int] = (16, 16), batch: int = 2) -> tuple[nn.Module, tuple, dict]:
+    """A fresh small UNet and its inputs for a latent of `latent` (h, w)."""
+    unet = build(name)
+    return (unet, *inputs(unet, name, *latent, batch=batch))
+
+
 def run(unet: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor:
     """One UNet call under no_grad, as a tensor for ldm and diffusers alike."""
     with torch.no_grad():

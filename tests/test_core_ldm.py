@@ -22,14 +22,9 @@ TWO = TodoSettings(factor=2, factor_level2=1)
 BOTH = TodoSettings(factor=2, factor_level2=2)
 
 
-def _setup(name: str, latent: tuple[int, int] = (16, 16), batch: int = 2):
-    unet = ch.build(name)
-    args, kwargs = ch.inputs(unet, name, *latent, batch=batch)
-    return unet, args, kwargs
-
 
 def test_hundred_apply_remove_cycles_leave_no_hook():
-    unet, args, kwargs = _setup("ldm-sd15")
+    unet, args, kwargs = ch.setup("ldm-sd15")
     base = ch.run(unet, args, kwargs)
     for i in range(100):
         if i % 2:
@@ -42,7 +37,7 @@ def test_hundred_apply_remove_cycles_leave_no_hook():
 
 
 def test_remove_without_handle():
-    unet, args, kwargs = _setup("ldm-sd15")
+    unet, args, kwargs = ch.setup("ldm-sd15")
     base = ch.run(unet, args, kwargs)
     lib_todo.apply(unet, BOTH)  # handle dropped
     gc.collect()
@@ -53,7 +48,7 @@ def test_remove_without_handle():
 
 
 def _tomesd_run(order: str):
-    unet, args, kwargs = _setup("ldm-sd15")
+    unet, args, kwargs = ch.setup("ldm-sd15")
     holder = ch.LdmHolder(unet)
     if order == "todo first":
         handle = lib_todo.apply(unet, BOTH)
@@ -82,7 +77,7 @@ def test_tomesd_first_then_todo_still_acts():
 
 
 def test_step_window():
-    unet, args, kwargs = _setup("ldm-sd15")
+    unet, args, kwargs = ch.setup("ldm-sd15")
     base = ch.run(unet, args, kwargs)
     with lib_todo.patched(unet, TodoSettings(factor=2, factor_level2=2, start=0.25, stop=0.75)) as handle:
         for fraction in (0.0, 0.2, 0.75, 0.9, 1.0):
@@ -112,7 +107,7 @@ def test_auto_identical_at_native_acts_at_double(name, acting):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_hypertile_wrapped_attn1_is_skipped(name):
-    unet, args, kwargs = _setup(name)
+    unet, args, kwargs = ch.setup(name)
     h, w = ch.grid_after((16, 16), LEVEL1_DS[name])
     level1 = ch.attn1_seeing(unet, args, kwargs, h * w)
     assert len(level1) == 5
@@ -134,7 +129,7 @@ def test_hypertile_wrapped_attn1_is_skipped(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_composes_with_class_forward_swap(name):
     """An attention optimiser that swaps CrossAttention.forward (A1111's sdp) still gets ToDo's context."""
-    unet, args, kwargs = _setup(name, (16, 24))
+    unet, args, kwargs = ch.setup(name, (16, 24))
     with ch.sdp_cross_attention():
         with ch.reference_todo(unet, name, (16, 24), LEVEL1_DS[name], 2):
             ref = ch.run(unet, args, kwargs)

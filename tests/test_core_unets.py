@@ -22,11 +22,6 @@ TWO = TodoSettings(factor=2, factor_level2=1)
 BOTH = TodoSettings(factor=2, factor_level2=2)
 
 
-def _setup(name: str, latent: tuple[int, int] = (16, 16), batch: int = 2):
-    unet = ch.build(name)
-    args, kwargs = ch.inputs(unet, name, *latent, batch=batch)
-    return unet, args, kwargs
-
 
 def _late_block(unet: torch.nn.Module) -> torch.nn.Module:
     """A block in the decoder half, where an exception leaves the encoder's hooks already used."""
@@ -35,7 +30,7 @@ def _late_block(unet: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_off_is_bit_identical_and_unhooked(name):
-    unet, args, kwargs = _setup(name, (24, 32))
+    unet, args, kwargs = ch.setup(name, (24, 32))
     base = ch.run(unet, args, kwargs)
     off = TodoSettings(factor=1, factor_level2=1)
     handle = lib_todo.apply(unet, off)
@@ -51,7 +46,7 @@ def test_off_is_bit_identical_and_unhooked(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_factor2_attn1_equals_manual_attention(name):
     """Each level-1 attn1 output equals attention written out with k/v from F.interpolate(norm1 output)."""
-    unet, args, kwargs = _setup(name, (16, 24))
+    unet, args, kwargs = ch.setup(name, (16, 24))
     least = min(4, LEVEL1_ATTN1[name])
     ch.assert_level1_matches_manual_attention(unet, args, kwargs, TWO, (16, 24), LEVEL1_DS[name], least=least)
 
@@ -84,7 +79,7 @@ def _expected_kv(name: str, latent: tuple[int, int], factor: float) -> dict[int,
 
 
 def _check_odd_run(name: str, latent: tuple[int, int], settings: TodoSettings, batch: int) -> None:
-    unet, args, kwargs = _setup(name, latent, batch)
+    unet, args, kwargs = ch.setup(name, latent, batch)
     factor = settings.factor
     with a1111_skip_resize(), lib_todo.patched(unet, settings) as handle, ch.kv_capture(unet) as calls:
         out = ch.run(unet, args, kwargs)
@@ -117,7 +112,7 @@ def test_1080p_latent_runs(name, factor):
 
 @pytest.mark.parametrize("name", ["ldm-sdxl", "sdxl"])
 def test_sdxl_first_attention_level_is_half(name):
-    unet, args, kwargs = _setup(name, (32, 32), batch=1)
+    unet, args, kwargs = ch.setup(name, (32, 32), batch=1)
     assert layout_of(unet).attention_ds == (2, 4)
     with lib_todo.patched(unet, TWO) as handle, ch.kv_capture(unet) as calls:
         ch.run(unet, args, kwargs)
@@ -131,7 +126,7 @@ def test_sdxl_first_attention_level_is_half(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_apply_twice_equals_once(name):
-    unet, args, kwargs = _setup(name)
+    unet, args, kwargs = ch.setup(name)
     base = ch.run(unet, args, kwargs)
     first = lib_todo.apply(unet, BOTH)
     once = ch.run(unet, args, kwargs)
@@ -150,7 +145,7 @@ def test_apply_twice_equals_once(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_exception_inside_patched_leaves_no_hook(name):
-    unet, args, kwargs = _setup(name)
+    unet, args, kwargs = ch.setup(name)
     with ch.raising_forward_hook(_late_block(unet), RuntimeError("boom")):
         with pytest.raises(RuntimeError, match="boom"):
             with lib_todo.patched(unet, BOTH):
@@ -161,7 +156,7 @@ def test_exception_inside_patched_leaves_no_hook(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_caller_context_is_kept(name):
-    unet, args, kwargs = _setup(name)
+    unet, args, kwargs = ch.setup(name)
     h, w = ch.grid_after((16, 16), LEVEL1_DS[name])
     attn = ch.attn1_seeing(unet, args, kwargs, h * w)[0]
     dim = attn.to_q.in_features
