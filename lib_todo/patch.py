@@ -99,7 +99,7 @@ def _apply_flux(transformer: nn.Module, settings: TodoSettings, native_px: int |
     """diffusers' FluxTransformer2DModel: one joint-attention level; factor 1 installs nothing."""
     state = PassState(TodoPlan(settings, dit_layout(native_px or 1024)))
     flux_diffusers.remove_installed(transformer)
-    if settings.factor == 1.0:
+    if settings.is_off_for(len(state.plan.layout.level_ds)):
         return TodoHandle(transformer, state, [])
     return TodoHandle(transformer, state, flux_diffusers.install(transformer, state))
 

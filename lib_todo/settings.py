@@ -73,8 +73,12 @@ class TodoSettings:
 
     @property
     def is_off(self) -> bool:
-        """True when no level can be downsampled, whatever the size."""
-        return self.factor == 1.0 and self.factor_level2 == 1.0
+        """True when no level of a UNet can be downsampled, whatever the size."""
+        return self.is_off_for(2)
+
+    def is_off_for(self, levels: int) -> bool:
+        """True when none of a model's first `levels` levels can be downsampled (a DiT has one level)."""
+        return all(f == 1.0 for f in (self.factor, self.factor_level2)[:levels])
 
     def for_pass(self, hires: bool) -> TodoSettings | None:
         """The settings for one sampling pass, or None when ToDo sits that pass out."""

@@ -89,7 +89,7 @@ class PassState:
 
     def silence_reason(self) -> str | None:
         """Why ToDo acted nowhere although this pass asked it to act, or None (it acted, or was not asked)."""
-        if self.calls or self.settings.is_off:
+        if self.calls or self.settings.is_off_for(len(self.plan.layout.level_ds)):
             return None
         if self.latent_hw is not None and not self.plan.acts_at(self.latent_hw):
             return None  # e.g. auto at native size: nothing was asked

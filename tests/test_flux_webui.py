@@ -233,11 +233,12 @@ def test_factor_1_off_and_closed_window_are_bit_identical_with_nothing_installed
     original = host_attention_function(stub.forge_flux)
     args = model_args((8, 8), txt_len=4)
     baseline = stub.call_patcher(patcher, args["input"], args["timestep"], args["c"])
-    for settings in (TodoSettings(factor=1, factor_level2=1), TodoSettings(factor=0)):  # off; auto at 64 px
+    # off; factor 1 with level 2 left at auto (a DiT has no level 2); auto at 64 px
+    for settings in (TodoSettings(factor=1, factor_level2=1), TodoSettings(factor=1), TodoSettings(factor=0)):
         clone, state = flux_forge.patch_flux_patcher(patcher, settings)
         assert torch.equal(stub.call_patcher(clone, args["input"], args["timestep"], args["c"]), baseline)
         assert state.calls == 0
-        if settings.is_off:
+        if settings.factor == 1:
             assert wrapper_of(clone) is None  # factor 1: nothing of ToDo on the clone at all
         else:
             assert state.silence_reason() is None  # auto asked for nothing at this size

@@ -267,12 +267,13 @@ def patch_flux_patcher(patcher: Any, settings: TodoSettings, native_px: int | No
     """A clone of Forge's / Neo's UNet patcher of a Flux-family model with ToDo's wrapper, and its state.
 
     The caller assigns the clone back (`p.sd_model.forge_objects.unet = clone`); the original is untouched.
-    With both factors at 1 the clone carries nothing of ToDo. TypeError when the model is not one ToDo serves.
+    With factor 1 (a DiT's only level) the clone carries nothing of ToDo. TypeError when the model is not one
+    ToDo serves.
     """
     host = flux_host(patcher.model.diffusion_model)
     state = PassState(TodoPlan(settings, flux_layout(host.patch, native_px)))
     clone = patcher.clone()
-    if not settings.is_off:
+    if not settings.is_off_for(len(state.plan.layout.level_ds)):
         previous = clone.model_options.get("model_function_wrapper")
         clone.set_model_unet_function_wrapper(FluxCallWrapper(state, host, previous))
     return clone, state
