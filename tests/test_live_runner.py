@@ -194,3 +194,94 @@ def test_checkpoint_vae_has_the_kl_autoencoder_layout() -> None:
     assert state["first_stage_model.encoder.conv_in.weight"].shape == (128, 3, 3, 3)
     assert state["first_stage_model.decoder.conv_out.weight"].shape == (3, 128, 3, 3)
     assert state["first_stage_model.decoder.mid.attn_1.q.weight"].shape == (512, 512, 1, 1)
+
+
+def test_family_picks_the_checkpoint_and_the_tests(webui: Path) -> None:
+    flux = parsed(webui, "--webui", "neo", "--family", "flux")
+    assert flux.checkpoint.name == "todo-random-flux.safetensors" and flux.tests == ["tests/test_live_dit.py"]
+    sd15 = parsed(webui, "--webui", "neo")
+    assert sd15.checkpoint.name == "todo-random-sd15.safetensors" and sd15.tests == list(runner.DEFAULT_TESTS)
+    # A DiT run also makes the SD1.5 checkpoint beside its own: the model-switch test goes there and back.
+    assert runner.checkpoints_needed(flux) == {
+        flux.checkpoint: "flux",
+        flux.checkpoint.parent / "todo-random-sd15.safetensors": "sd15",
+    }
+    assert runner.checkpoints_needed(sd15) == {sd15.checkpoint: "sd15"}
+    assert set(runner.FAMILY_TESTS) <= set(checkpoint.FAMILIES), "every family the runner offers can be made"
+
+
+def test_unknown_family_is_one_line_and_exit_2(capsys, webui: Path) -> None:
+    code, err = run_main(capsys, "--webui", "neo", "--root", str(webui), "--family", "sd3")
+    assert code == 2 and len(err) == 1 and "invalid choice: 'sd3'" in err[0], err
+    assert checkpoint.main(["--family", "sd3", str(webui / "x.safetensors")]) == 2
+    assert "--family 'sd3': use one of" in capsys.readouterr().err
+
+
+def test_written_safetensors_read_back_with_the_safetensors_library(tmp_path: Path) -> None:
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    tensors = {
+        "a.weight": torch.randn(3, 5).to(torch.float8_e4m3fn),
+        "b.bias": torch.randn(7).to(torch.bfloat16),
+        "c.ids": torch.arange(77)[None],
+        "d.scale": torch.ones(3, dtype=torch.float16),
+    }
+    path = tmp_path / "t.safetensors"
+    assert checkpoint.write_safetensors(path, iter(tensors.items()), {"who": "test"}) == 4
+    back = safetensors_torch.load_file(str(path))
+    assert set(back) == set(tensors)
+    for key, value in tensors.items():
+        assert back[key].dtype == value.dtype and torch.equal(back[key].float(), value.float()), key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"], "temporary files left behind"
+
+
+def test_a_bad_tensor_leaves_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.safetensors"
+    with pytest.raises(ValueError, match="non-finite"):
+        checkpoint.write_safetensors(path, iter([("ok", torch.ones(2)), ("bad", torch.tensor([float("nan")]))]), {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def flux_dit() -> dict[str, torch.Tensor]:
+    specs = checkpoint.flux_dit_specs(checkpoint.FLUX_HIDDEN, 1, 1)
+    return dict(checkpoint.materialise(specs, seed=0, dtype=torch.bfloat16))
+
+
+def test_flux_transformer_reads_as_flux_dev_with_one_block_of_each_kind() -> None:
+    """What Forge Neo's detection reads: hidden size from img_in/txt_in, heads = hidden / 128, block counts."""
+    state = flux_dit()
+    hidden = checkpoint.FLUX_HIDDEN
+    assert state["img_in.weight"].shape == (hidden, 64) and state["txt_in.weight"].shape == (hidden, 4096)
+    assert state["vector_in.in_layer.weight"].shape == (hidden, 768)
+    assert "guidance_in.in_layer.weight" in state, "dev layout (guidance embedding)"
+    assert state["double_blocks.0.img_attn.norm.key_norm.scale"].shape == (128,)
+    assert {k.split(".")[1] for k in state if k.startswith("double_blocks.")} == {"0"}
+    assert {k.split(".")[1] for k in state if k.startswith("single_blocks.")} == {"0"}
+    assert state["single_blocks.0.linear1.weight"].shape == (3 * hidden + 4 * hidden, hidden)
+    assert state["final_layer.linear.weight"].shape == (64, hidden)
+    assert all(v.any() for k, v in state.items()), "an all-zero tensor would hide attention from the pixels"
+    again = flux_dit()
+    assert all(torch.equal(again[k], v) for k, v in state.items()), "not deterministic"
+    with pytest.raises(ValueError, match="multiple of the head dim"):
+        checkpoint.flux_dit_specs(200, 1, 1)
+
+
+def test_t5_xxl_keeps_its_published_size() -> None:
+    specs = {w.key: w for w in checkpoint.t5_encoder_specs()}
+    assert len(specs) == 1 + 24 * 9 + 1 + 1
+    assert sum(torch.Size(w.shape).numel() for w in specs.values()) == 4_762_310_656
+    assert specs["shared.weight"].shape == (32128, 4096)
+    assert specs["encoder.block.23.layer.1.DenseReluDense.wi_1.weight"].shape == (10240, 4096)
+    assert specs["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].shape == (32, 64)
+    assert "encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight" not in specs
+    # float8_e4m3fn keeps them non-zero: the smallest std is q's, (4096 * 64) ** -0.5 ~ 2e-3, the smallest subnormal
+    q = next(checkpoint.materialise([specs["encoder.block.0.layer.0.SelfAttention.q.weight"]], 0, torch.float8_e4m3fn))
+    assert q[1].float().count_nonzero() > 0.5 * q[1].numel()
+
+
+def test_commit_is_exported_clean_and_reused(tmp_path: Path, capsys) -> None:
+    folder, sha = runner.export_commit("HEAD", tmp_path)
+    assert folder == tmp_path / "todo-live-commits" / sha and (folder / "tools" / "live" / "run_webui.py").is_file()
+    assert not (folder / ".git").exists() and not (folder / ".venv-ci").exists(), "only the committed files"
+    assert runner.export_commit(sha, tmp_path) == (folder, sha)
+    with pytest.raises(runner.UsageError, match="not a commit"):
+        runner.export_commit("no-such-revision-anywhere", tmp_path)

@@ -1,28 +1,55 @@
-"""A random-weight SD1.5 checkpoint in the original (ldm) layout, for live webui tests without a download.
+"""Random-weight checkpoints in the published single-file layouts, for live webui tests without a download.
 
-Keys and shapes are those of the published SD1.5 checkpoints, so every webui loads it as SD1.x:
-- `model.diffusion_model.*`: the ldm UNetModel of v1-inference.yaml (built by lib_todo.bench.unets), with the
-  layers ldm zero-initialises (attention `proj_out`, ResBlock `out`, the final `out`) given random values, or
-  ToDo could never change an image;
-- `first_stage_model.*`: the KL autoencoder (ldm Encoder/Decoder, ch 128, ch_mult 1,2,4,4, z 4);
-- `cond_stage_model.transformer.text_model.*`: the CLIP ViT-L/14 text tower (49408 tokens, 77 positions,
-  width 768, 12 layers, MLP 3072), written here key by key, so `transformers` is not needed.
+    python tools/live/checkpoint.py --family sd15|flux OUT.safetensors [--seed N]
 
-Needs torch, safetensors and `stable-diffusion-sdkit` (the `ldm` package). Deterministic for a seed.
+One function per model family (registered with @family; adding a family is one more such function). Each yields
+(key, tensor) pairs in the layout the webuis' own loaders detect, and `write_safetensors` streams them to disk one
+tensor at a time, so a multi-gigabyte text encoder never has to sit in memory whole. Deterministic for a seed.
+
+Families:
+- sd15: the SD1.5 ldm layout (UNet of v1-inference.yaml, KL autoencoder, CLIP ViT-L/14 text tower), fp16, 2.1 GB.
+- flux: FLUX.1 [dev] as one file, in the layout of the published all-in-one files: `model.diffusion_model.*`
+  (the BFL layout, with guidance_in: dev), `vae.*` (the Flux autoencoder, z 16, BFL/ldm keys),
+  `text_encoders.clip_l.transformer.*` (CLIP-L) and `text_encoders.t5xxl.transformer.*` (T5 v1.1 XXL encoder at
+  its published size, 4.76 billion weights, stored as float8_e4m3fn: 4.8 GB). The transformer is as small as Forge
+  Neo's detection lets it be: it reads the hidden size from `img_in`/`txt_in`, the head count as hidden / 128 (the
+  RoPE axes 16 + 56 + 56), and counts the double and single blocks: FLUX_HIDDEN wide, one block of each kind.
+
+No layer is left all-zero where the published init zeroes it (ldm's attention `proj_out` and ResBlock `out`, the
+adaLN modulations and final layer DiTs start at zero): a zero layer there would hide attention from the pixels,
+and ToDo could never change an image.
+
+Needs torch and `stable-diffusion-sdkit` (the `ldm` package, for the autoencoders and the SD UNet); no
+`transformers`, no `safetensors` (the file format is written here).
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
+import struct
 import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
+Tensors = Iterator[tuple[str, torch.Tensor]]
+
+# CLIP ViT-L/14 text tower (SD1.x, SDXL's first encoder, Flux's clip_l).
 CLIP_VOCAB, CLIP_POSITIONS, CLIP_WIDTH, CLIP_LAYERS, CLIP_MLP = 49408, 77, 768, 12, 3072
-VAE_CONFIG = {
+# T5 v1.1 XXL encoder (Flux's t5xxl), as in its config.json.
+T5_VOCAB, T5_WIDTH, T5_LAYERS, T5_HEADS, T5_HEAD_DIM, T5_FF, T5_BUCKETS = 32128, 4096, 24, 64, 64, 10240, 32
+# FLUX.1: head dim = sum of the RoPE axes (16, 56, 56) = 128; latent 16 channels patchified 2x2; T5 width 4096;
+# CLIP-L pooled 768. The hidden size is ours to choose (a multiple of 128, read by the webui from img_in).
+FLUX_HEAD_DIM, FLUX_LATENT, FLUX_PATCH, FLUX_MLP_RATIO = 128, 16, 2, 4
+FLUX_HIDDEN, FLUX_DOUBLE_BLOCKS, FLUX_SINGLE_BLOCKS = 256, 1, 1
+VAE_BASE = {
     "double_z": True,
-    "z_channels": 4,
     "resolution": 256,
     "in_channels": 3,
     "out_ch": 3,
@@ -32,36 +59,198 @@ VAE_CONFIG = {
     "attn_resolutions": [],
     "dropout": 0.0,
 }
+VAE_CONFIG = {**VAE_BASE, "z_channels": 4}  # SD1.x / SDXL
 VAE_EMBED_DIM = 4
+FLUX_VAE_CONFIG = {**VAE_BASE, "z_channels": 16}  # Flux's ae: no quant convs around the latent
+
+
+# Families.
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: its tensors (a function of the seed), its default file name and what it is."""
+
+    name: str
+    filename: str
+    summary: str
+    tensors: Callable[[int], Tensors]
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def family(name: str, filename: str, summary: str) -> Callable[[Callable[[int], Tensors]], Callable[[int], Tensors]]:
+    """Register `fn(seed) -> (key, tensor) pairs` as the family `name`."""
+
+    def register(fn: Callable[[int], Tensors]) -> Callable[[int], Tensors]:
+        FAMILIES[name] = Family(name, filename, summary, fn)
+        return fn
+
+    return register
+
+
+@family("sd15", "todo-random-sd15.safetensors", "SD1.5 (ldm layout), fp16, 2.1 GB")
+def sd15_tensors(seed: int) -> Tensors:
+    """The SD1.5 single file: UNet, KL autoencoder, CLIP-L, all fp16."""
+    parts = (unet_state(seed), vae_state(seed), clip_text_state(seed))
+    for part in parts:
+        for key, value in part.items():
+            yield key, half(value, torch.float16)
+
+
+@family(
+    "flux",
+    "todo-random-flux.safetensors",
+    f"FLUX.1 dev all-in-one ({FLUX_DOUBLE_BLOCKS}+{FLUX_SINGLE_BLOCKS} blocks at {FLUX_HIDDEN}, bf16; ae; "
+    "CLIP-L fp16; T5-XXL float8_e4m3fn), 4.9 GB",
+)
+def flux_tensors(seed: int) -> Tensors:
+    """The Flux single file; the T5 encoder, 97% of it, is made and written one tensor at a time."""
+    dit = flux_dit_specs(FLUX_HIDDEN, FLUX_DOUBLE_BLOCKS, FLUX_SINGLE_BLOCKS)
+    yield from materialise(dit, seed + 10, torch.bfloat16, "model.diffusion_model.")
+    yield from ((f"vae.{k}", half(v, torch.bfloat16)) for k, v in autoencoder_state(seed, FLUX_VAE_CONFIG).items())
+    clip = clip_text_state(seed, prefix="text_encoders.clip_l.transformer.text_model.")
+    yield from ((k, half(v, torch.float16)) for k, v in clip.items())
+    yield from materialise(t5_encoder_specs(), seed + 11, torch.float8_e4m3fn, "text_encoders.t5xxl.transformer.")
+
+
+# Weights described by shape and scale, made on demand (the DiTs and T5).
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One tensor to make: N(0, std) when std > 0, else filled with `fill` (norm scales: 1)."""
+
+    key: str
+    shape: tuple[int, ...]
+    std: float = 0.0
+    fill: float = 1.0
+
+
+def linear(key: str, n_out: int, n_in: int, bias: bool = True, gain: float = 1.0) -> list[Weight]:
+    """A Linear's weight N(0, gain / sqrt(n_in)) and (if any) a small random bias, never all zero."""
+    weights = [Weight(f"{key}.weight", (n_out, n_in), gain * n_in**-0.5)]
+    return weights + ([Weight(f"{key}.bias", (n_out,), 0.02)] if bias else [])
+
+
+def materialise(specs: Iterable[Weight], seed: int, dtype: torch.dtype, prefix: str = "") -> Tensors:
+    """The tensors of `specs`, one at a time, drawn from one generator in order (so deterministic), as `dtype`."""
+    gen = torch.Generator().manual_seed(seed)
+    for w in specs:
+        if w.std > 0:
+            value = torch.randn(w.shape, generator=gen).mul_(w.std)
+        else:
+            value = torch.full(w.shape, w.fill)
+        yield prefix + w.key, value.to(dtype)
+
+
+def flux_dit_specs(hidden: int, doubles: int, singles: int, guidance: bool = True) -> list[Weight]:
+    """The FLUX.1 transformer in the BFL layout (double_blocks / single_blocks), `hidden` wide.
+
+    Modulations get half the usual scale, so (1 + scale) stays near 1; the final layer and every modulation,
+    which DiTs initialise to zero, are random like the rest.
+    """
+    if hidden % FLUX_HEAD_DIM:
+        raise ValueError(f"Flux hidden size {hidden}: must be a multiple of the head dim {FLUX_HEAD_DIM}")
+    mlp = hidden * FLUX_MLP_RATIO
+    patch_in = FLUX_LATENT * FLUX_PATCH**2
+    specs = linear("img_in", hidden, patch_in)
+    specs += linear("time_in.in_layer", hidden, 256) + linear("time_in.out_layer", hidden, hidden)
+    specs += linear("vector_in.in_layer", hidden, CLIP_WIDTH) + linear("vector_in.out_layer", hidden, hidden)
+    if guidance:
+        specs += linear("guidance_in.in_layer", hidden, 256) + linear("guidance_in.out_layer", hidden, hidden)
+    specs += linear("txt_in", hidden, T5_WIDTH)
+    for i in range(doubles):
+        for stream in ("img", "txt"):
+            block = f"double_blocks.{i}.{stream}"
+            specs += linear(f"{block}_mod.lin", 6 * hidden, hidden, gain=0.5)
+            specs += linear(f"{block}_attn.qkv", 3 * hidden, hidden)
+            specs += [Weight(f"{block}_attn.norm.{n}_norm.scale", (FLUX_HEAD_DIM,)) for n in ("query", "key")]
+            specs += linear(f"{block}_attn.proj", hidden, hidden)
+            specs += linear(f"{block}_mlp.0", mlp, hidden) + linear(f"{block}_mlp.2", hidden, mlp)
+    for i in range(singles):
+        block = f"single_blocks.{i}"
+        specs += linear(f"{block}.linear1", 3 * hidden + mlp, hidden)
+        specs += linear(f"{block}.linear2", hidden, hidden + mlp)
+        specs += [Weight(f"{block}.norm.{n}_norm.scale", (FLUX_HEAD_DIM,)) for n in ("query", "key")]
+        specs += linear(f"{block}.modulation.lin", 3 * hidden, hidden, gain=0.5)
+    specs += linear("final_layer.linear", patch_in, hidden)
+    specs += linear("final_layer.adaLN_modulation.1", 2 * hidden, hidden, gain=0.5)
+    return specs
+
+
+def t5_encoder_specs() -> list[Weight]:
+    """The T5 v1.1 XXL encoder (`shared`, `encoder.*`), scaled as T5 initialises it.
+
+    Embedding N(0, 1); q N(0, (width * head_dim)^-0.5); k, v, o and wi_* N(0, width^-0.5); wo N(0, ff^-0.5);
+    the relative attention bias (first block only) N(0, width^-0.5); layer norms 1.
+    """
+    w, inner = T5_WIDTH, T5_HEADS * T5_HEAD_DIM
+    specs = [Weight("shared.weight", (T5_VOCAB, w), 1.0)]
+    for i in range(T5_LAYERS):
+        attn = f"encoder.block.{i}.layer.0.SelfAttention"
+        specs.append(Weight(f"{attn}.q.weight", (inner, w), (w * T5_HEAD_DIM) ** -0.5))
+        specs += [Weight(f"{attn}.{name}.weight", (inner, w), w**-0.5) for name in ("k", "v")]
+        specs.append(Weight(f"{attn}.o.weight", (w, inner), inner**-0.5))
+        if i == 0:
+            specs.append(Weight(f"{attn}.relative_attention_bias.weight", (T5_BUCKETS, T5_HEADS), w**-0.5))
+        specs.append(Weight(f"encoder.block.{i}.layer.0.layer_norm.weight", (w,)))
+        ff = f"encoder.block.{i}.layer.1.DenseReluDense"
+        specs += [Weight(f"{ff}.{name}.weight", (T5_FF, w), w**-0.5) for name in ("wi_0", "wi_1")]
+        specs.append(Weight(f"{ff}.wo.weight", (w, T5_FF), T5_FF**-0.5))
+        specs.append(Weight(f"encoder.block.{i}.layer.1.layer_norm.weight", (w,)))
+    return specs + [Weight("encoder.final_layer_norm.weight", (w,))]
+
+
+# Parts built from modules (SD UNet, autoencoders) or written key by key (CLIP).
+
+
+def half(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Floats as `dtype`; integer tensors (position ids) kept."""
+    return value.to(dtype) if value.is_floating_point() else value
+
+
+def bench_unets() -> ModuleType:
+    """lib_todo/bench/unets.py (the reference UNets), loaded by path: pure torch, none of the bench's CLI."""
+    name = "todo_live_bench_unets"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "lib_todo" / "bench" / "unets.py")
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return sys.modules[name]
 
 
 def unet_state(seed: int) -> dict[str, torch.Tensor]:
     """`model.diffusion_model.*`: the SD1.5 ldm UNet at full width, no all-zero layer left."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from lib_todo.bench.unets import build
-
-    unet = build("ldm-sd15", width=320, seed=seed)
+    unet = bench_unets().build("ldm-sd15", width=320, seed=seed)
     return {f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}
 
 
-def vae_state(seed: int) -> dict[str, torch.Tensor]:
-    """`first_stage_model.*`: encoder, decoder and the two 1x1 convs around the latent."""
+def autoencoder_state(seed: int, config: dict) -> dict[str, torch.Tensor]:
+    """`encoder.*`, `decoder.*` of the ldm KL autoencoder of `config` (random, default init)."""
     from ldm.modules.diffusionmodules.model import Decoder, Encoder
 
     torch.manual_seed(seed + 2)
+    parts = {"encoder": Encoder(**config), "decoder": Decoder(**config)}
+    return {f"{name}.{k}": v for name, part in parts.items() for k, v in part.state_dict().items()}
+
+
+def vae_state(seed: int) -> dict[str, torch.Tensor]:
+    """`first_stage_model.*`: encoder, decoder and the two 1x1 convs around the latent (SD1.x / SDXL)."""
+    state = autoencoder_state(seed, VAE_CONFIG)
     z = VAE_CONFIG["z_channels"]
-    parts = {
-        "encoder": Encoder(**VAE_CONFIG),
-        "decoder": Decoder(**VAE_CONFIG),
+    convs = {
         "quant_conv": torch.nn.Conv2d(2 * z, 2 * VAE_EMBED_DIM, 1),
         "post_quant_conv": torch.nn.Conv2d(VAE_EMBED_DIM, z, 1),
     }
-    return {f"first_stage_model.{name}.{k}": v for name, part in parts.items() for k, v in part.state_dict().items()}
+    state.update({f"{name}.{k}": v for name, conv in convs.items() for k, v in conv.state_dict().items()})
+    return {f"first_stage_model.{k}": v for k, v in state.items()}
 
 
-def clip_text_state(seed: int) -> dict[str, torch.Tensor]:
-    """`cond_stage_model.transformer.text_model.*`: CLIP's text tower, scaled as CLIP initialises it.
+def clip_text_state(seed: int, prefix: str = "cond_stage_model.transformer.text_model.") -> dict[str, torch.Tensor]:
+    """CLIP's text tower under `prefix`, scaled as CLIP initialises it.
 
     Embeddings N(0, 0.02) / N(0, 0.01); attention in-projections N(0, w^-0.5 (2L)^-0.5), out-projection
     N(0, w^-0.5); MLP fc1 N(0, (2w)^-0.5), fc2 like the in-projections; biases 0, layer norms 1/0.
@@ -76,7 +265,7 @@ def clip_text_state(seed: int) -> dict[str, torch.Tensor]:
     def norm(name: str) -> dict[str, torch.Tensor]:
         return {f"{name}.weight": torch.ones(w), f"{name}.bias": torch.zeros(w)}
 
-    def linear(name: str, std: float, n_out: int, n_in: int) -> dict[str, torch.Tensor]:
+    def clip_linear(name: str, std: float, n_out: int, n_in: int) -> dict[str, torch.Tensor]:
         return {f"{name}.weight": normal(std, n_out, n_in), f"{name}.bias": torch.zeros(n_out)}
 
     state = {
@@ -87,30 +276,101 @@ def clip_text_state(seed: int) -> dict[str, torch.Tensor]:
     for i in range(CLIP_LAYERS):
         layer = f"encoder.layers.{i}"
         for proj in ("q_proj", "k_proj", "v_proj"):
-            state.update(linear(f"{layer}.self_attn.{proj}", in_std, w, w))
-        state.update(linear(f"{layer}.self_attn.out_proj", out_std, w, w))
+            state.update(clip_linear(f"{layer}.self_attn.{proj}", in_std, w, w))
+        state.update(clip_linear(f"{layer}.self_attn.out_proj", out_std, w, w))
         state.update(norm(f"{layer}.layer_norm1"))
-        state.update(linear(f"{layer}.mlp.fc1", fc_std, CLIP_MLP, w))
-        state.update(linear(f"{layer}.mlp.fc2", in_std, w, CLIP_MLP))
+        state.update(clip_linear(f"{layer}.mlp.fc1", fc_std, CLIP_MLP, w))
+        state.update(clip_linear(f"{layer}.mlp.fc2", in_std, w, CLIP_MLP))
         state.update(norm(f"{layer}.layer_norm2"))
     state.update(norm("final_layer_norm"))
-    return {f"cond_stage_model.transformer.text_model.{k}": v for k, v in state.items()}
+    return {f"{prefix}{k}": v for k, v in state.items()}
 
 
-def make_checkpoint(path: Path, seed: int = 0, dtype: torch.dtype = torch.float16) -> Path:
-    """Write the whole random SD1.5 checkpoint to `path` (.safetensors); floats stored as `dtype`.
+# The file.
 
-    Written to a temporary name first, so an interrupted run never leaves a half file under `path`.
+SAFETENSORS_DTYPES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+    torch.int64: "I64",
+    torch.int32: "I32",
+}
+
+
+def write_safetensors(path: Path, tensors: Iterable[tuple[str, torch.Tensor]], metadata: dict[str, str]) -> int:
+    """Stream (key, tensor) pairs into a .safetensors file; returns the number of tensors.
+
+    The data goes to `<path>.data.partial` as it comes (one tensor in memory at a time), then the header
+    (8-byte little-endian length, JSON with each tensor's dtype, shape and byte range) and the data are joined
+    into `<path>.partial`, renamed to `path` last: an interrupted run never leaves a half file under `path`.
+    Raises ValueError on a non-finite weight or a repeated key.
     """
-    from safetensors.torch import save_file
-
-    state = {**unet_state(seed), **vae_state(seed), **clip_text_state(seed)}
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"non-finite weights in {bad[:3]}")
-    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(state, str(partial), metadata={"format": "pt", "sd-webui-todo": f"random SD1.5, seed {seed}"})
-    partial.replace(path)
-    return path
+    data_path, partial = path.with_name(path.name + ".data.partial"), path.with_name(path.name + ".partial")
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    try:
+        with open(data_path, "wb") as data:
+            for key, value in tensors:
+                if key in header:
+                    raise ValueError(f"{key}: written twice")
+                if value.is_floating_point() and not torch.isfinite(value.float()).all():
+                    raise ValueError(f"{key}: non-finite weights")
+                raw = value.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+                header[key] = {
+                    "dtype": SAFETENSORS_DTYPES[value.dtype],
+                    "shape": list(value.shape),
+                    "data_offsets": [offset, offset + raw.nbytes],
+                }
+                data.write(memoryview(raw))
+                offset += raw.nbytes
+        head = json.dumps(header, separators=(",", ":")).encode()
+        head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned
+        with open(partial, "wb") as out, open(data_path, "rb") as data:
+            out.write(struct.pack("<Q", len(head)) + head)
+            while chunk := data.read(1 << 26):
+                out.write(chunk)
+        partial.replace(path)
+    finally:
+        data_path.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
+    return len(header) - 1
+
+
+def make_checkpoint(path: Path, family_name: str = "sd15", seed: int = 0) -> Path:
+    """Write the random checkpoint of `family_name` (see FAMILIES) to `path` (.safetensors)."""
+    chosen = FAMILIES[family_name]
+    meta = {"format": "pt", "sd-webui-todo": f"random {chosen.name}, seed {seed}: {chosen.summary}"}
+    write_safetensors(Path(path), chosen.tensors(seed), meta)
+    return Path(path)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"checkpoint.py: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = OneLineParser(prog="checkpoint.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--family", default="sd15", help=f"one of {', '.join(FAMILIES)} (default sd15)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("out", type=Path, help="the .safetensors file to write")
+    args = parser.parse_args(argv)
+    if args.family not in FAMILIES:
+        print(f"checkpoint.py: --family {args.family!r}: use one of {', '.join(FAMILIES)}", file=sys.stderr)
+        return 2
+    if args.out.suffix != ".safetensors":
+        print(f"checkpoint.py: {args.out}: only a .safetensors file can be written", file=sys.stderr)
+        return 2
+    make_checkpoint(args.out, args.family, args.seed)
+    print(f"{args.out}: random {args.family}, seed {args.seed} ({args.out.stat().st_size / 1e9:.2f} GB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

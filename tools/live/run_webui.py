@@ -1,23 +1,25 @@
 """Run the live webui tests against a real webui on this machine, one command per webui.
 
-    python tools/live/run_webui.py --webui neo --root /path/to/webui [--setup] [--checkpoint FILE]
-        [--extension DIR ...] [--tests FILE ...] [-- PYTEST_ARGS...]
+    python tools/live/run_webui.py --webui neo --root /path/to/webui [--family sd15|flux] [--setup]
+        [--checkpoint FILE] [--extension DIR ...] [--tests FILE ...] [-- PYTEST_ARGS...]
 
 What it does, in order:
 1. uses the webui's venv (`<root>/venv`, or --python); with --setup it first creates the venv if needed and
    installs torch (--torch), the packages the webui installs before its requirements, and its requirements
    file (its old `setuptools==` pin gives way to SETUPTOOLS below; lines that are not on PyPI are replaced
    as the profile below says, and each replacement is printed);
-2. makes the random-weight SD1.5 checkpoint (tools/live/checkpoint.py) unless --checkpoint names one that
-   exists; by default `<root>/models/Stable-diffusion/todo-random-sd15.safetensors`;
+2. makes the random-weight checkpoint of --family (tools/live/checkpoint.py; default sd15) unless --checkpoint
+   names one that exists; by default `<root>/models/Stable-diffusion/todo-random-<family>.safetensors`; for
+   another family than sd15 also the SD1.5 one beside it (the DiT tests switch to it and back);
 3. links this working tree into `<root>/extensions/sd-webui-todo` (so the current code is what runs; not with
-   --no-todo), and each --extension DIR into `<root>/extensions/<name of DIR>`;
+   --no-todo; with --commit REV a `git archive` export of that commit instead), and each --extension DIR into
+   `<root>/extensions/<name of DIR>`;
 4. starts the webui API-only on 127.0.0.1 with its offline CPU flags and a settings file of its own
    (`<root>/todo-live-settings.json`, fresh each run, so the user's config.json is neither read nor changed),
    waits until it answers, and selects the checkpoint through the API;
-5. runs pytest on tests/test_live_webui.py (or the --tests files, or those in $TODO_LIVE_TESTS) with
-   TODO_WEBUI_URL (and TODO_WEBUI_LOG, the server's console) set, stops the server, removes the links it made,
-   and exits with pytest's exit code.
+5. runs pytest on the family's test module (sd15: tests/test_live_webui.py, flux: tests/test_live_dit.py; or
+   the --tests files, or those in $TODO_LIVE_TESTS) with TODO_WEBUI_URL, TODO_WEBUI_LOG (the server's console)
+   and TODO_LIVE_FAMILY set, stops the server, removes the links it made, and exits with pytest's exit code.
 
 It writes only inside --root (links, settings file, server log `<root>/todo-live-server.log`, the checkpoint
 if made there) and where --checkpoint points. Network: none of its own; the webui starts with its
@@ -45,9 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_TESTS = ("tests/test_live_webui.py",)
+# Per model family (tools/live/checkpoint.py's --family): the test modules run by default.
+FAMILY_TESTS = {"sd15": ("tests/test_live_webui.py",), "flux": ("tests/test_live_dit.py",)}
+DEFAULT_TESTS = FAMILY_TESTS["sd15"]
 EXTENSION_NAME = "sd-webui-todo"
-CHECKPOINT_NAME = "todo-random-sd15.safetensors"
+SWITCH_FAMILY = "sd15"  # the model the DiT tests switch to and back from, made beside the family's checkpoint
 SETTINGS_NAME = "todo-live-settings.json"
 LOG_NAME = "todo-live-server.log"
 READY_LINE = "Startup time:"  # printed by every A1111-family webui once its scripts are loaded
@@ -139,9 +143,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--base-python", default=sys.executable, help="python that creates the venv with --setup")
     p.add_argument("--torch", default=None, help="torch requirement for --setup (default: this python's torch)")
     p.add_argument(
+        "--family",
+        default="sd15",
+        choices=sorted(FAMILY_TESTS),
+        help="model family: which random checkpoint is made and which tests run (default sd15)",
+    )
+    p.add_argument(
         "--checkpoint",
         type=Path,
-        help=f"SD checkpoint; made if missing (default: <root>/models/Stable-diffusion/{CHECKPOINT_NAME})",
+        help="checkpoint; made if missing (default: <root>/models/Stable-diffusion/todo-random-<family>.safetensors)",
     )
     p.add_argument(
         "--extension",
@@ -151,6 +161,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="also install this extension folder (linked into <root>/extensions); repeatable",
     )
     p.add_argument("--no-todo", action="store_true", help="leave this extension out (what the webui does alone)")
+    p.add_argument(
+        "--commit",
+        help="install sd-webui-todo as committed at this revision (exported to <root>/todo-live-commits/<sha>) "
+        "instead of this working tree",
+    )
     p.add_argument(
         "--tests",
         action="append",
@@ -185,7 +200,8 @@ def validate(args: argparse.Namespace) -> None:
     args.python = (args.python or args.root / "venv" / "bin" / "python").expanduser().absolute()
     if not args.setup and not args.python.is_file():
         raise UsageError(f"no python at {args.python}: pass --python, or --setup to create <root>/venv")
-    args.checkpoint = (args.checkpoint or args.root / "models" / "Stable-diffusion" / CHECKPOINT_NAME).expanduser()
+    args.checkpoint = args.checkpoint or args.root / "models" / "Stable-diffusion" / checkpoint_name(args.family)
+    args.checkpoint = args.checkpoint.expanduser()
     args.checkpoint = args.checkpoint.absolute()
     if not args.checkpoint.is_file() and args.checkpoint.suffix != ".safetensors":
         raise UsageError(f"--checkpoint {args.checkpoint}: missing, and only a .safetensors file can be made")
@@ -198,7 +214,7 @@ def validate(args: argparse.Namespace) -> None:
     installed = args.root / "extensions" / EXTENSION_NAME
     if args.no_todo and (installed.exists() or installed.is_symlink()):
         raise UsageError(f"--no-todo, but {installed} is there: move it away for the run without ToDo")
-    args.tests = args.tests or os.environ.get("TODO_LIVE_TESTS", "").split() or list(DEFAULT_TESTS)
+    args.tests = args.tests or os.environ.get("TODO_LIVE_TESTS", "").split() or list(FAMILY_TESTS[args.family])
     for test in args.tests:
         if not (REPO / test).is_file():
             raise UsageError(f"--tests {test}: no such file (paths are relative to {REPO})")
@@ -297,24 +313,66 @@ def tree_is_dirty(root: Path) -> bool:
 # Checkpoint and extensions.
 
 
-def ensure_checkpoint(path: Path) -> None:
-    """Make the random SD1.5 checkpoint at `path` unless a file is there."""
+def checkpoint_name(family: str) -> str:
+    """The default file name of a family's random checkpoint."""
+    return f"todo-random-{family}.safetensors"
+
+
+def ensure_checkpoint(path: Path, family: str = "sd15") -> None:
+    """Make the random checkpoint of `family` at `path` unless a file is there."""
     if path.is_file():
         print(f"[live] checkpoint: {path} (reused)", flush=True)
         return
-    print(f"[live] checkpoint: making a random-weight SD1.5 checkpoint at {path}", flush=True)
+    print(f"[live] checkpoint: making a random-weight {family} checkpoint at {path}", flush=True)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
         from checkpoint import make_checkpoint
     except ImportError as err:
-        raise UsageError(f"making the checkpoint needs torch, safetensors and stable-diffusion-sdkit: {err}") from err
-    make_checkpoint(path)
+        raise UsageError(f"making the checkpoint needs torch and stable-diffusion-sdkit: {err}") from err
+    started = time.monotonic()
+    make_checkpoint(path, family)
+    print(f"[live] checkpoint made in {time.monotonic() - started:.0f} s", flush=True)
 
 
-def extension_links(args: argparse.Namespace) -> dict[str, Path]:
-    """Folder name under extensions/ -> folder: this working tree (unless --no-todo), then each --extension."""
-    links = {} if args.no_todo else {EXTENSION_NAME: REPO}
+def checkpoints_needed(args: argparse.Namespace) -> dict[Path, str]:
+    """Checkpoint file -> family: the one tested, and for a family other than sd15 the SD1.5 one beside it."""
+    needed = {args.checkpoint: args.family}
+    if args.family != SWITCH_FAMILY:
+        needed.setdefault(args.checkpoint.parent / checkpoint_name(SWITCH_FAMILY), SWITCH_FAMILY)
+    return needed
+
+
+def extension_links(args: argparse.Namespace, todo: Path = REPO) -> dict[str, Path]:
+    """Folder name under extensions/ -> folder: sd-webui-todo at `todo` (unless --no-todo), then each --extension."""
+    links = {} if args.no_todo else {EXTENSION_NAME: todo}
     return {**links, **{ext.resolve().name: ext for ext in args.extension}}
+
+
+def export_commit(revision: str, root: Path) -> tuple[Path, str]:
+    """sd-webui-todo as committed at `revision`, exported (git archive) to <root>/todo-live-commits/<sha>.
+
+    Returns (folder, short sha). A clean copy of one commit, so a run tests exactly that commit even while the
+    working tree is being edited. Reused when already there.
+    """
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--verify", "--short=12", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        raise UsageError(f"--commit {revision}: not a commit of {REPO}")
+    sha = found.stdout.strip()
+    folder = root / "todo-live-commits" / sha
+    if not folder.is_dir():
+        partial = folder.with_name(sha + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.Popen(["git", "-C", str(REPO), "archive", sha], stdout=subprocess.PIPE)
+        untar = subprocess.run(["tar", "-x", "-C", str(partial)], stdin=archive.stdout)
+        if archive.wait() != 0 or untar.returncode != 0:
+            raise UsageError(f"--commit {revision}: git archive into {partial} failed")
+        partial.rename(folder)
+    print(f"[live] sd-webui-todo: commit {sha} exported to {folder}", flush=True)
+    return folder, sha
 
 
 @contextmanager
@@ -474,7 +532,12 @@ def stop(proc: subprocess.Popen) -> None:
 def run_pytest(args: argparse.Namespace, url: str) -> int:
     """pytest on the test files, told the webui's address and where its console output goes."""
     cmd = [sys.executable, "-m", "pytest", *args.tests, "-v", *args.pytest_args]
-    env = {**os.environ, "TODO_WEBUI_URL": url, "TODO_WEBUI_LOG": str(args.root / LOG_NAME)}
+    env = {
+        **os.environ,
+        "TODO_WEBUI_URL": url,
+        "TODO_WEBUI_LOG": str(args.root / LOG_NAME),
+        "TODO_LIVE_FAMILY": args.family,
+    }
     print(f"[live] TODO_WEBUI_URL={url} TODO_WEBUI_LOG={env['TODO_WEBUI_LOG']} {shlex.join(cmd)}", flush=True)
     return subprocess.run(cmd, cwd=REPO, env=env).returncode
 
@@ -493,15 +556,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.setup:
             setup_venv(args, profile)
         versions = venv_versions(args.python)
-        ensure_checkpoint(args.checkpoint)
+        for path, family in checkpoints_needed(args).items():
+            ensure_checkpoint(path, family)
         if args.setup_only:
             print(f"[live] {args.webui} at {args.root} is set up ({versions})", flush=True)
             return 0
+        todo = REPO
         tested = f"{webui_version(REPO)}{' + uncommitted changes' if tree_is_dirty(REPO) else ''}"  # what starts
+        if args.commit and not args.no_todo:
+            todo, tested = export_commit(args.commit, args.root)
         port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
         started = time.monotonic()
-        with linked_extensions(args.root, extension_links(args)):
+        with linked_extensions(args.root, extension_links(args, todo)):
             with running_server(launch_command(args, profile, port), args.root, server_env(args)) as proc:
                 wait_until_ready(proc, args.root / LOG_NAME, url, args.startup_timeout)
                 title = select_checkpoint(url, args.checkpoint)

@@ -1,0 +1,384 @@
+"""Opt-in live tests: ToDo on a DiT (Flux) in a LIVE webui (Forge Neo), end to end through its HTTP API.
+
+Skipped unless TODO_WEBUI_URL points at a running webui with sd-webui-todo installed and a Flux checkpoint loaded;
+`tools/live/run_webui.py --family flux` starts one with the random-weight Flux of tools/live/checkpoint.py (the
+published all-in-one layout: FLUX.1 dev transformer, its autoencoder, CLIP-L and T5-XXL) and runs this module:
+
+    python tools/live/run_webui.py --webui neo --root /path/to/neo --family flux
+
+What is checked, on the real model code, sampler and patcher of the webui:
+- the webui loaded the file as Flux and its images depend on the prompt;
+- auto acts at 1536 px (factor 2 on Flux): the image changes, the infotext says `ToDo applied: 2x`;
+- a manual factor acts at a small size; off, factor 1 and auto at a small size give the pixels of the request
+  without ToDo args, and (TODO_DIT_BASELINE) of the same webui without sd-webui-todo installed;
+- the step window (Start at / Stop at) holds; a window that holds no step changes nothing and says why;
+- a hires pass plans its own size (auto off at 768 px, 2x on its 1536 px pass);
+- the XYZ plot's ToDo axes (script "X/Y/Z plot" through the API) give each cell the image of the same request;
+- nothing stays installed after a job, after an interrupted job (/sdapi/v1/interrupt mid-job), or after a model
+  switch Flux -> SD1.5 -> Flux (pixels equal before and after).
+
+Environment: TODO_WEBUI_URL (required), TODO_WEBUI_LOG (the server's console, for the console checks),
+TODO_DIT_RECORD (against a webui WITHOUT sd-webui-todo: write the digests of the plain requests to this JSON file),
+TODO_DIT_BASELINE (such a file: compare ToDo off with it), TODO_LIVE_SWITCH_TO (the file name of the checkpoint
+to switch to and back from; default todo-random-sd15.safetensors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_live_webui
+from test_live_company import Console
+from test_live_webui import (
+    SCRIPT_NAME,
+    call,
+    generate,
+    get,
+    hires_upscaler,
+    image_b64,
+    infotext,
+    is_one_colour,
+    pixels,
+    png_size,
+    todo_args,
+    todo_params,
+)
+
+server = test_live_webui.server  # skips without TODO_WEBUI_URL, fails if the webui is unreachable
+LOG_PATH = os.environ.get("TODO_WEBUI_LOG", "").strip()
+RECORD_PATH = os.environ.get("TODO_DIT_RECORD", "").strip()
+BASELINE_PATH = os.environ.get("TODO_DIT_BASELINE", "").strip()
+SWITCH_TO = os.environ.get("TODO_LIVE_SWITCH_TO", "todo-random-sd15.safetensors").strip()
+CHECKPOINT_WORD = "flux"  # the loaded checkpoint's name holds it (todo-random-flux.safetensors)
+
+SMALL = 128  # latent 16x16, 8x8 image tokens (2x2 patches): factor 2 takes keys/values to 4x4
+AUTO = 1536  # Flux auto: 2x from 1536 px (1x at or below the native 1024 px)
+HIRES_FROM = 768  # hires 2x: first pass 768 px (auto 1x), second pass 1536 px (auto 2x)
+PROMPT = "a red cube on a wooden table"
+OTHER_PROMPT = "a blue sphere floating in space"
+TIMEOUT_S = test_live_webui.TIMEOUT_S
+
+
+def flux_payload(size: int = SMALL, steps: int = 2, prompt: str = PROMPT, **extra: Any) -> dict[str, Any]:
+    """txt2img as Flux dev is run: CFG 1 (no negative pass), distilled guidance 3.5, Euler."""
+    return {
+        "prompt": prompt,
+        "negative_prompt": "",
+        "seed": 1234,
+        "subseed": -1,
+        "subseed_strength": 0,
+        "sampler_name": "Euler",
+        "scheduler": "Simple",
+        "steps": steps,
+        "cfg_scale": 1,
+        "distilled_cfg_scale": 3.5,
+        "width": size,
+        "height": size,
+        "batch_size": 1,
+        "n_iter": 1,
+        "save_images": False,
+        "send_images": True,
+        **extra,
+    }
+
+
+def txt2img(**kw: Any) -> dict[str, Any]:
+    return generate("txt2img", flux_payload(**kw))
+
+
+def digest(b64: str) -> str:
+    return hashlib.sha256(pixels(b64)).hexdigest()
+
+
+# The requests recorded without ToDo (TODO_DIT_RECORD) and compared with ToDo off (TODO_DIT_BASELINE).
+RECORDED = {"small": {"size": SMALL}, "auto": {"size": AUTO}}
+
+
+@pytest.fixture(scope="module")
+def flux(server: str) -> str:
+    """The loaded checkpoint's title; the module needs a Flux one."""
+    title = str(get("/sdapi/v1/options").get("sd_model_checkpoint", ""))
+    if CHECKPOINT_WORD not in title.lower():
+        pytest.skip(f"the webui's model is {title!r}, not a Flux checkpoint (run_webui.py --family flux)")
+    return title
+
+
+@pytest.fixture(scope="module")
+def todo_installed(server: str) -> bool:
+    return SCRIPT_NAME in {name.lower() for name in get("/sdapi/v1/scripts")["txt2img"]}
+
+
+@pytest.fixture(scope="module")
+def console(server: str) -> Console:
+    return Console(LOG_PATH)
+
+
+class Plain(dict):
+    """The plain request (no ToDo args) per name of RECORDED, made the first time it is asked for."""
+
+    def __missing__(self, name: str) -> str:
+        self[name] = image_b64(txt2img(**RECORDED[name]))
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def plain(flux: str) -> Plain:
+    found = Plain()
+    found["small"]  # noqa: B018 - made now, before any ToDo job
+    return found
+
+
+@pytest.fixture(scope="module")
+def factor2_small(plain: Plain, todo_installed: bool) -> dict[str, Any]:
+    """ToDo at factor 2, SMALL: the reference for the tests that compare with it."""
+    if not todo_installed:
+        pytest.skip("sd-webui-todo is not installed in this webui (recording mode?)")
+    return txt2img(alwayson_scripts=todo_args(True, 2))
+
+
+# The model.
+
+
+def test_the_flux_checkpoint_makes_prompt_dependent_images(plain: Plain) -> None:
+    small = plain["small"]
+    assert png_size(small) == (SMALL, SMALL)
+    assert not is_one_colour(small), "the Flux model made a one-colour image"
+    other = image_b64(txt2img(prompt=OTHER_PROMPT))
+    assert pixels(other) != pixels(small), "the image does not depend on the prompt (text encoders not used?)"
+
+
+# ToDo acts, and says what ran.
+
+
+def test_auto_acts_at_1536_px(plain: Plain, todo_installed: bool) -> None:
+    if not todo_installed:
+        pytest.skip("sd-webui-todo is not installed")
+    on = txt2img(size=AUTO, alwayson_scripts=todo_args(True, 0))
+    assert png_size(image_b64(on)) == (AUTO, AUTO)
+    params = todo_params(on)
+    assert params.get("ToDo applied") == "2x", infotext(on)
+    assert pixels(image_b64(on)) != pixels(plain["auto"]), "auto ToDo at 1536 px left the image unchanged"
+
+
+def test_factor_2_acts_at_a_small_size(plain: Plain, factor2_small: dict[str, Any]) -> None:
+    params = todo_params(factor2_small)
+    assert params.get("ToDo factor") == "2" and params.get("ToDo applied") == "2x", infotext(factor2_small)
+    assert pixels(image_b64(factor2_small)) != pixels(plain["small"]), "factor 2 left the image unchanged"
+
+
+# Off is the webui without ToDo.
+
+OFF_ARGS = {
+    "disabled": todo_args(False, 2, 2, "avg-pool"),
+    "disabled-short": {"ToDo": {"args": [False]}},
+    "factor-1": todo_args(True, 1, 1),
+    "auto-small": todo_args(True, 0, 0),
+}
+
+
+@pytest.mark.parametrize("case", list(OFF_ARGS))
+def test_off_gives_the_plain_pixels(plain: Plain, todo_installed: bool, case: str) -> None:
+    if not todo_installed:
+        pytest.skip("sd-webui-todo is not installed")
+    off = txt2img(alwayson_scripts=OFF_ARGS[case])
+    assert "ToDo applied" not in infotext(off), infotext(off)
+    assert pixels(image_b64(off)) == pixels(plain["small"])
+
+
+def test_plain_jobs_are_the_webui_without_todo(plain: Plain, todo_installed: bool) -> None:
+    if not BASELINE_PATH or not todo_installed:
+        pytest.skip("set TODO_DIT_BASELINE to a digest file recorded without sd-webui-todo (TODO_DIT_RECORD)")
+    recorded = json.loads(Path(BASELINE_PATH).read_text())
+    for name in RECORDED:
+        assert digest(plain[name]) == recorded[name], f"the plain {name} job differs from the webui without ToDo"
+
+
+# The step window.
+
+
+def test_stop_at_half_acts_on_the_first_step_only(plain: Plain, factor2_small: dict[str, Any]) -> None:
+    half = txt2img(alwayson_scripts=todo_args(True, 2, 0, "nearest-exact", 0.0, 0.5))
+    assert todo_params(half).get("ToDo applied") == "2x", infotext(half)
+    assert pixels(image_b64(half)) != pixels(image_b64(factor2_small)), "Stop at 0.5 acted on both steps"
+    assert pixels(image_b64(half)) != pixels(plain["small"]), "Stop at 0.5 acted on no step"
+
+
+def test_a_window_without_steps_changes_nothing_and_says_why(plain: Plain, console: Console, todo_installed) -> None:
+    if not todo_installed:
+        pytest.skip("sd-webui-todo is not installed")
+    console.mark()
+    none = txt2img(alwayson_scripts=todo_args(True, 2, 0, "nearest-exact", 0.6, 0.9))  # steps at 0 and 0.5
+    assert "ToDo applied" not in infotext(none), infotext(none)
+    assert pixels(image_b64(none)) == pixels(plain["small"])
+    if LOG_PATH:
+        lines = console.todo_lines()
+        assert any("step window" in line for line in lines), lines
+
+
+# Hires.
+
+
+def test_a_hires_pass_plans_its_own_size(todo_installed: bool, flux: str) -> None:
+    if not todo_installed:
+        pytest.skip("sd-webui-todo is not installed")
+    payload = flux_payload(
+        size=HIRES_FROM,
+        enable_hr=True,
+        hr_scale=2,
+        hr_upscaler=hires_upscaler(),
+        hr_second_pass_steps=1,
+        denoising_strength=0.5,
+        hr_additional_modules=["Use same choices"],
+        alwayson_scripts=todo_args(True, 0),
+    )
+    response = generate("txt2img", payload)
+    assert png_size(image_b64(response)) == (2 * HIRES_FROM, 2 * HIRES_FROM)
+    assert todo_params(response).get("ToDo applied") == "hires 2x", infotext(response)
+
+
+# XYZ.
+
+
+def xyz_args(axis_label: str, values: str) -> list[Any]:
+    """script_args for "X/Y/Z plot": X = the axis labelled `axis_label` with `values`, no Y/Z, sub images kept.
+
+    Built from the script's own argument list (/sdapi/v1/script-info), so the webui's order is used.
+    """
+    infos = [i for i in get("/sdapi/v1/script-info") if i["name"] == "x/y/z plot" and not i["is_img2img"]]
+    assert infos, "the webui lists no X/Y/Z plot script"
+    args: list[Any] = []
+    seen: set[str] = set()
+    for arg in infos[0]["args"]:
+        label, value = arg.get("label"), arg.get("value")
+        first = label not in seen
+        seen.add(label)
+        if label == "X type":
+            choices = arg["choices"]
+            assert axis_label in choices, f"no XYZ axis {axis_label!r}: {[c for c in choices if 'ToDo' in c]}"
+            value = choices.index(axis_label)
+        elif label in ("Y type", "Z type"):
+            value = 0  # Nothing
+        elif label == "X values":
+            value = values if first else []
+        elif label in ("Y values", "Z values"):
+            value = "" if first else []
+        elif label in ("Include Sub Images", "Use text inputs instead of dropdowns"):
+            value = True
+        elif label == "Draw legend":
+            value = False
+        args.append(value)
+    return args
+
+
+def test_xyz_factor_axis_gives_each_cell_its_image(plain: Plain, factor2_small: dict[str, Any]) -> None:
+    payload = flux_payload(
+        script_name="x/y/z plot",
+        script_args=xyz_args("[ToDo] Factor", "1, 2"),
+        alwayson_scripts=todo_args(True, 0),
+    )
+    status, body = call("POST", "/sdapi/v1/txt2img", payload)
+    assert status == 200, body
+    images = body["images"]
+    info = json.loads(body["info"]) if isinstance(body["info"], str) else body["info"]
+    assert len(images) == 3, f"expected the grid and two cells, got {len(images)}"
+    cells = dict(zip(info["infotexts"][1:], images[1:], strict=True))
+    by_factor = {text: b64 for text, b64 in cells.items()}
+    one = [b64 for text, b64 in by_factor.items() if "ToDo applied" not in text]
+    two = [b64 for text, b64 in by_factor.items() if "ToDo applied: 2x" in text]
+    assert len(one) == 1 and len(two) == 1, list(cells)
+    assert pixels(one[0]) == pixels(plain["small"]), "the factor-1 cell is not the plain image"
+    assert pixels(two[0]) == pixels(image_b64(factor2_small)), "the factor-2 cell is not the factor-2 image"
+
+
+# Nothing left behind.
+
+
+def test_nothing_is_left_installed_after_a_job(plain: Plain, factor2_small: dict[str, Any]) -> None:
+    txt2img(alwayson_scripts=todo_args(True, 2))
+    after = txt2img()
+    assert pixels(image_b64(after)) == pixels(plain["small"]), "the job after a ToDo job differs from before"
+
+
+def test_an_interrupted_job_leaves_nothing_behind(plain: Plain, factor2_small: dict[str, Any], console) -> None:
+    """Interrupt a ToDo job while it samples; the next plain and ToDo jobs are as before."""
+    console.mark()
+    result: dict[str, Any] = {}
+
+    def long_job() -> None:
+        result["response"] = call(
+            "POST", "/sdapi/v1/txt2img", flux_payload(size=512, steps=40, alwayson_scripts=todo_args(True, 2))
+        )
+
+    worker = threading.Thread(target=long_job)
+    worker.start()
+    deadline = time.monotonic() + TIMEOUT_S
+    step = 0
+    while worker.is_alive() and time.monotonic() < deadline:
+        state = get("/sdapi/v1/progress?skip_current_image=true").get("state", {})
+        step = int(state.get("sampling_step") or 0)
+        if step >= 2:
+            break
+        time.sleep(0.2)
+    assert worker.is_alive(), f"the job ended before it could be interrupted (step {step}); make it longer"
+    status, _ = call("POST", "/sdapi/v1/interrupt")
+    assert status == 200
+    worker.join(TIMEOUT_S)
+    status, body = result["response"]
+    assert status == 200, body
+    steps_run = int(get("/sdapi/v1/progress").get("state", {}).get("sampling_step") or 0)
+    print(f"\ninterrupted at step {step} (state then: {steps_run}); console: {console.todo_lines() or '-'}")
+    after = txt2img()
+    assert pixels(image_b64(after)) == pixels(plain["small"]), "the plain job after an interrupt differs"
+    again = txt2img(alwayson_scripts=todo_args(True, 2))
+    assert pixels(image_b64(again)) == pixels(image_b64(factor2_small)), "the ToDo job after an interrupt differs"
+
+
+def select_model(file_name: str) -> str:
+    """Make the listed checkpoint whose file is `file_name` the webui's model; returns its title."""
+    titles = [m["title"] for m in get("/sdapi/v1/sd-models") if Path(m.get("filename", "")).name == file_name]
+    if not titles:
+        pytest.skip(f"the webui does not list {file_name} (run_webui.py makes it beside the DiT checkpoint)")
+    status, body = call("POST", "/sdapi/v1/options", {"sd_model_checkpoint": titles[0]})
+    assert status == 200, body
+    return titles[0]
+
+
+def test_a_model_switch_to_sd15_and_back_leaves_nothing_behind(
+    flux: str, plain: Plain, factor2_small: dict[str, Any]
+) -> None:
+    flux_file = next(Path(m["filename"]).name for m in get("/sdapi/v1/sd-models") if m["title"] == flux)
+    select_model(SWITCH_TO)
+    try:
+        small_unet = generate(
+            "txt2img",
+            {
+                **flux_payload(size=64),
+                "cfg_scale": 5,
+                "scheduler": "Automatic",
+                "alwayson_scripts": todo_args(True, 2, 2),
+            },
+        )
+        assert todo_params(small_unet).get("ToDo applied") == "2x/2x", infotext(small_unet)
+    finally:
+        select_model(flux_file)
+    after = txt2img()
+    assert pixels(image_b64(after)) == pixels(plain["small"]), "the plain Flux job after the switch differs"
+    again = txt2img(alwayson_scripts=todo_args(True, 2))
+    assert pixels(image_b64(again)) == pixels(image_b64(factor2_small)), "the ToDo Flux job after the switch differs"
+
+
+# Recording the webui without ToDo.
+
+
+def test_record_the_webui_without_todo(plain: Plain, todo_installed: bool) -> None:
+    if not RECORD_PATH:
+        pytest.skip("TODO_DIT_RECORD is not set")
+    assert not todo_installed, "record against a webui WITHOUT sd-webui-todo installed"
+    Path(RECORD_PATH).write_text(json.dumps({name: digest(plain[name]) for name in RECORDED}, indent=1) + "\n")
