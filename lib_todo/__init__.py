@@ -11,14 +11,14 @@ live) -> downsample. Backends (`lib_todo.backends`) install it per model family;
 """
 
 from .auto import auto_factors, dit_auto_factor, resolve_factors
-from .backends.flux_forge import patch_flux_patcher
+from .backends import patch_forge_patcher
 from .backends.forge_unet import patch_unet_patcher
 from .backends.unet_hooks import has_hooks
 from .downsample import downsample_kv
 from .grid import downsampled_grid, grid_for_tokens, level_grid
 from .joint_attention import joint_attention
 from .layout import AttentionLayout, layout_of
-from .patch import TodoHandle, apply, patched, remove
+from .patch import TodoHandle, apply, networks_of, patched, remove
 from .plan import Target, TodoPlan
 from .settings import AUTO, HIRES_MODES, METHODS, ParsedSettings, TodoSettings
 from .state import PassState
@@ -45,8 +45,9 @@ __all__ = [
     "has_hooks",
     "joint_attention",
     "layout_of",
+    "networks_of",
     "level_grid",
-    "patch_flux_patcher",
+    "patch_forge_patcher",
     "patch_unet_patcher",
     "patched",
     "remove",

@@ -8,8 +8,10 @@ from typing import Any
 
 from torch import nn
 
-from .backends import flux_diffusers, unet_hooks
-from .layout import dit_layout, is_diffusers_unet, layout_of
+from . import backends
+from .backends import dit_diffusers, unet_hooks
+from .backends.dit import BALANCES, DitFamily
+from .layout import is_diffusers_unet, layout_of
 from .plan import TodoPlan
 from .settings import TodoSettings
 from .state import PassState
@@ -57,19 +59,26 @@ class TodoHandle:
         self.remove()
 
 
-def apply(model: Any, settings: TodoSettings | None = None, *, native_px: int | None = None) -> TodoHandle:
-    """Install ToDo on an ldm/sgm UNetModel, a diffusers UNet2DConditionModel or FluxTransformer2DModel.
+def apply(
+    model: Any, settings: TodoSettings | None = None, *, native_px: int | None = None, balance: str = "channel"
+) -> TodoHandle:
+    """Install ToDo on a UNet (ldm/sgm UNetModel, diffusers UNet2DConditionModel) or a DiT transformer of a
+    family ToDo serves (diffusers' Flux, Chroma, Flux.2, ...; `backends.DIT_FAMILIES`).
 
-    `model` may also be what holds the UNet: a diffusers pipeline (`.unet`) or an A1111 model
-    (`.model.diffusion_model`). Re-applying replaces what was there. With both factors at 1 nothing is
-    installed at all. `native_px` is the model's training size (default: 512, or 1024 for SDXL-like layouts).
+    `model` may also be what holds it: a diffusers pipeline (`.unet`, or `.transformer` and, for Wan 2.2's two
+    experts, `.transformer_2`) or an A1111 model (`.model.diffusion_model`). Re-applying replaces what was there.
+    With the factors at 1 nothing is installed at all. `native_px` is the model's training size (default: the
+    family's, or 512 / 1024 for SD / SDXL-like UNets). `balance` (DiTs): "channel" (the bias rides in an extra
+    head channel through the host's kernel), "mask" (an SDPA float mask) or "off".
     """
-    unet = unet_of(model)
+    networks = networks_of(model)
     settings = settings or TodoSettings()
-    if flux_diffusers.is_flux_transformer(unet):
-        return _apply_flux(unet, settings, native_px)
+    remove(model)
+    family = backends.dit_family(networks[0], "diffusers")
+    if family is not None:
+        return _apply_dit(networks, family, settings, native_px, balance)
+    unet = networks[0]
     state = PassState(TodoPlan(settings, layout_of(unet, native_px)))
-    remove(unet)
     if settings.is_off or not state.plan.layout.attention_ds:
         return TodoHandle(unet, state, [])
     flavour = unet_hooks.DIFFUSERS if is_diffusers_unet(unet) else unet_hooks.LDM
@@ -77,31 +86,45 @@ def apply(model: Any, settings: TodoSettings | None = None, *, native_px: int | 
 
 
 def remove(model: Any) -> int:
-    """Remove whatever lib_todo installed on a UNet (or what holds it); returns how many hooks went."""
-    unet = unet_of(model)
-    if flux_diffusers.is_flux_transformer(unet):
-        return flux_diffusers.remove_installed(unet)
-    return unet_hooks.remove_tagged(unet)
+    """Remove whatever lib_todo installed on a UNet or DiT (or what holds them); returns how many hooks went."""
+    return sum(dit_diffusers.remove_installed(n) + unet_hooks.remove_tagged(n) for n in networks_of(model))
+
+
+def networks_of(model: Any) -> list[nn.Module]:
+    """The denoising networks of `model`: itself, a diffusers pipeline's `.unet` or `.transformer` (and
+    `.transformer_2`), or an A1111 model's `.model.diffusion_model`."""
+    if isinstance(getattr(model, "unet", None), nn.Module):
+        return [model.unet]
+    found = [
+        getattr(model, n) for n in ("transformer", "transformer_2") if isinstance(getattr(model, n, None), nn.Module)
+    ]
+    if found:
+        return found
+    inner = getattr(getattr(model, "model", None), "diffusion_model", None)
+    return [inner if isinstance(inner, nn.Module) else model]
 
 
 def unet_of(model: Any) -> nn.Module:
-    """The UNet itself, given it or a diffusers pipeline (`.unet`, or `.transformer` for Flux) or an A1111 model
-    (`.model.diffusion_model`)."""
-    if isinstance(getattr(model, "unet", None), nn.Module):
-        return model.unet
-    if flux_diffusers.is_flux_transformer(getattr(model, "transformer", None)):
-        return model.transformer
-    inner = getattr(getattr(model, "model", None), "diffusion_model", None)
-    return inner if isinstance(inner, nn.Module) else model
+    """The (first) denoising network of `model` (see `networks_of`)."""
+    return networks_of(model)[0]
 
 
-def _apply_flux(transformer: nn.Module, settings: TodoSettings, native_px: int | None) -> TodoHandle:
-    """diffusers' FluxTransformer2DModel: one joint-attention level; factor 1 installs nothing."""
-    state = PassState(TodoPlan(settings, dit_layout(native_px or 1024)))
-    flux_diffusers.remove_installed(transformer)
-    if settings.is_off_for(len(state.plan.layout.level_ds)):
-        return TodoHandle(transformer, state, [])
-    return TodoHandle(transformer, state, flux_diffusers.install(transformer, state))
+def _apply_dit(
+    networks: list[nn.Module], family: DitFamily, settings: TodoSettings, native_px: int | None, balance: str
+) -> TodoHandle:
+    """A diffusers DiT (each expert of a pipeline, sharing one state): one joint-attention level."""
+    if balance not in BALANCES:
+        raise ValueError(f"ToDo balance: got {balance!r}; accepted: {', '.join(BALANCES)}")
+    layout = family.layout(native_px)
+    state = PassState(TodoPlan(settings, layout))
+    if settings.is_off_for(len(layout.level_ds)):
+        return TodoHandle(networks[0], state, [])
+    handles = [
+        h
+        for n in networks
+        for h in dit_diffusers.install(n, backends.dit_family(n, "diffusers") or family, state, balance)
+    ]
+    return TodoHandle(networks[0], state, handles)
 
 
 @contextmanager

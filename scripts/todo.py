@@ -11,7 +11,7 @@ from modules import script_callbacks, scripts, shared
 from modules.ui_components import InputAccordion
 
 import lib_todo
-from lib_todo.backends import flux_forge
+from lib_todo.backends import dit
 from lib_todo.settings import HIRES_MODES, METHODS, TodoSettings
 from lib_todo.webui.infotext import ALL_KEYS, KEYS, from_infotext, to_infotext
 from lib_todo.webui.job import TodoJob
@@ -124,9 +124,9 @@ def finish_job(p: Any) -> None:
 
 
 def remove_everywhere(sd_model: Any = None) -> None:
-    """Defensive: remove any lib_todo hook from the loaded model's UNet (A1111), and put back a Flux attention
-    function that a model call left replaced (Forge, Neo: replaced only while one call runs)."""
-    flux_forge.restore_all()
+    """Defensive: remove any lib_todo hook from the loaded model's UNet (A1111), and put back a DiT attention
+    kernel that a model call left replaced (Forge, Neo: replaced only while one call runs)."""
+    dit.restore_all()
     unet = a1111_unet(sd_model if sd_model is not None else getattr(shared, "sd_model", None))
     if unet is not None:
         lib_todo.remove(unet)

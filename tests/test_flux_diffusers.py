@@ -1,4 +1,5 @@
-"""ToDo on diffusers' real FluxTransformer2DModel (small config, random weights), end to end."""
+"""ToDo on diffusers' real FluxTransformer2DModel (small config, random weights), end to end: the DiT engine
+(lib_todo.backends.dit) with the Flux family, installed by lib_todo.apply."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ import torch
 
 import lib_todo
 from lib_todo import TodoSettings
-from lib_todo.backends import flux_diffusers
+from lib_todo.backends import dit, dit_diffusers, flux
 from lib_todo.joint_attention import cell_counts
-from lib_todo.layout import dit_layout
 
 diffusers = pytest.importorskip("diffusers")
 transformer_flux = pytest.importorskip("diffusers.models.transformers.transformer_flux")
@@ -71,17 +71,19 @@ def _processors(model) -> list:
 
 
 def _todo_by_hand(monkeypatch, grid: tuple[int, int], factor: int, balance: bool):
-    """Make the ORIGINAL processors attend as ToDo, written out: their dispatch gets downsampled k/v and a bias."""
+    """Make the ORIGINAL processors attend as ToDo, written out: their dispatch gets downsampled image k/v (every
+    other key whole: text first, reference tokens after the image) and a bias."""
     h, w = grid
 
     def attend(query, key, value, attn_mask=None, **kwargs):  # (B, L, heads, D), text first
         rows = [r + (min(r + factor, h) - r) // 2 for r in range(0, h, factor)]
         cols = [c + (min(c + factor, w) - c) // 2 for c in range(0, w, factor)]
-        keep = list(range(TXT)) + [TXT + r * w + c for r in rows for c in cols]
+        others = list(range(TXT)) + list(range(TXT + h * w, key.shape[1]))
+        keep = others + [TXT + r * w + c for r in rows for c in cols]
         k, v = key[:, keep], value[:, keep]
         logits = torch.einsum("blhd,bshd->bhls", query, k) / math.sqrt(query.shape[-1])
         if balance:
-            logits[..., TXT:] += cell_counts(grid, factor).log().to(logits.dtype)
+            logits[..., len(others) :] += cell_counts(grid, factor).log().to(logits.dtype)
         return torch.einsum("bhls,bshd->blhd", logits.softmax(-1), v)
 
     monkeypatch.setattr(transformer_flux, "dispatch_attention_fn", attend)
@@ -92,28 +94,29 @@ def test_factor_one_installs_nothing_and_is_bit_identical(transformer):
     before = _processors(transformer)
     reference = _run(transformer, inputs)
     handle = lib_todo.apply(transformer, TodoSettings(factor=1))
-    assert not handle.installed and not flux_diffusers.has_todo(transformer)
+    assert not handle.installed and not dit_diffusers.has_todo(transformer)
     assert torch.equal(_run(transformer, inputs), reference)
     handle.remove()
     assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
 
 
-@pytest.mark.parametrize("balance", [True, False])
-@pytest.mark.parametrize(("grid", "factor"), [((6, 8), 2), ((7, 5), 2), ((9, 6), 3)])
+@pytest.mark.parametrize("balance", ["channel", "mask", "off"])
+@pytest.mark.parametrize(("grid", "factor", "extra"), [((6, 8), 2, 0), ((7, 5), 2, 0), ((9, 6), 3, 0), ((6, 8), 2, 12)])
 def test_factor_equals_the_original_processors_with_todo_written_by_hand(
-    transformer, monkeypatch, grid, factor, balance
+    transformer, monkeypatch, grid, factor, extra, balance
 ):
-    inputs = _inputs(*grid)
-    with lib_todo.patched(transformer, TodoSettings(factor=factor)) as handle:
-        for m in transformer.modules():
-            if isinstance(getattr(m, "processor", None), flux_diffusers.TodoFluxProcessor):
-                m.processor.balance = balance
+    """`extra`: Kontext's reference tokens after the image, kept whole."""
+    inputs = _inputs(*grid, extra=extra)
+    before = _processors(transformer)
+    with lib_todo.patched(transformer, TodoSettings(factor=factor), balance=balance) as handle:
         got = _run(transformer, inputs)
         assert handle.applied == {1: float(factor)}
         assert handle.state.calls == 4  # 2 double + 2 single blocks
-    assert not flux_diffusers.has_todo(transformer)
+        assert not dit.installed_anywhere()  # the kernel is ToDo's only while a forward runs
+    assert not dit_diffusers.has_todo(transformer)
+    assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
     plain = _run(transformer, inputs)
-    _todo_by_hand(monkeypatch, grid, factor, balance)
+    _todo_by_hand(monkeypatch, grid, factor, balance != "off")
     expected = _run(transformer, inputs)
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert (got - plain).abs().max() > 1e-3
@@ -127,20 +130,11 @@ def test_pipeline_like_holder_and_remove_by_model(transformer):
     holder.transformer = transformer
     before = _processors(transformer)
     handle = lib_todo.apply(holder, TodoSettings(factor=2))
-    assert handle.unet is transformer and flux_diffusers.has_todo(transformer)
-    assert lib_todo.remove(holder) == 4 + 2  # four processors, the pre-hook and the forward hook
-    assert not flux_diffusers.has_todo(transformer)
+    assert handle.unet is transformer and dit_diffusers.has_todo(transformer)
+    assert lib_todo.remove(holder) == 2  # the pre-hook and the forward hook: nothing else is ever left in the model
+    assert not dit_diffusers.has_todo(transformer)
     assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
     handle.remove()  # after remove(model): nothing left to do, nothing broken
-
-
-def test_extra_image_tokens_are_left_alone(transformer):
-    inputs = _inputs(6, 8, extra=12)
-    reference = _run(transformer, inputs)
-    with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-        assert torch.equal(_run(transformer, inputs), reference)
-    assert handle.state.calls == 0 and handle.state.skipped == {"extra tokens": 4}
-    assert "Kontext" in handle.state.silence_reason()
 
 
 def test_position_ids_that_are_not_a_grid_are_left_alone(transformer):
@@ -149,7 +143,7 @@ def test_position_ids_that_are_not_a_grid_are_left_alone(transformer):
     reference = _run(transformer, inputs)
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
         assert torch.equal(_run(transformer, inputs), reference)
-    assert handle.state.skipped == {"no grid": 4}
+    assert handle.state.skipped == {"no grid": 1}  # counted once per forward: no attention call was touched
 
 
 def test_exception_mid_forward_restores_everything(transformer):
@@ -169,19 +163,25 @@ def test_exception_mid_forward_restores_everything(transformer):
     finally:
         hook.remove()
     assert handle.state.calls == 2  # the double blocks ran with ToDo before the failure
-    assert not flux_diffusers.has_todo(transformer)
+    assert not dit_diffusers.has_todo(transformer) and not dit.installed_anywhere()
     assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
     assert torch.equal(_run(transformer, inputs), reference)
 
 
-def test_a_failed_forward_forgets_its_grid(transformer):
-    """A block called on its own after a failed forward must not be downsampled with a stale grid."""
+def test_a_failed_forward_leaves_no_kernel_replaced(transformer):
+    """A block called on its own after a failed forward runs the host's own attention, untouched."""
     inputs = _inputs(6, 8)
+    block = transformer.single_transformer_blocks[0]
+    probe = torch.randn(2, TXT + 48, 2 * HEAD_DIM), torch.randn(2, 2 * HEAD_DIM)
+    with torch.no_grad():
+        reference = block(probe[0][:, TXT:], probe[0][:, :TXT], probe[1])
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
         with pytest.raises(Exception):  # noqa: B017 - any failure inside the forward will do
             _run(transformer, {**inputs, "pooled_projections": torch.zeros(2, 3)})
-        processor = transformer.single_transformer_blocks[0].attn.processor
-        assert processor.shape.grid is None and processor.shape.txt_len is None
+        assert not dit.installed_anywhere()
+        with torch.no_grad():
+            alone = block(probe[0][:, TXT:], probe[0][:, :TXT], probe[1])
+        assert all(torch.equal(a, b) for a, b in zip(alone, reference, strict=True))
         assert handle.state.calls == 0
 
 
@@ -197,7 +197,7 @@ def test_step_window(transformer):
 
 
 def test_auto_is_off_at_native_size(transformer):
-    """Auto: a 12 x 12 grid is latent 24 px, far below Flux's native 1024 px: nothing downsampled."""
+    """Auto: a 12 x 12 token grid is 192 px, far below Flux's native 1024 px: nothing downsampled."""
     inputs = _inputs(12, 12)
     reference = _run(transformer, inputs)
     with lib_todo.patched(transformer, TodoSettings()) as handle:
@@ -207,7 +207,7 @@ def test_auto_is_off_at_native_size(transformer):
 
 def test_auto_acts_above_native_when_told_a_small_native_size(transformer):
     inputs = _inputs(12, 12)
-    with lib_todo.patched(transformer, TodoSettings(), native_px=96) as handle:  # latent 24 = 2x native 12
+    with lib_todo.patched(transformer, TodoSettings(), native_px=96) as handle:  # 12 tokens = 2x native 96 / 16
         _run(transformer, inputs)
     assert handle.applied == {1: 2.0}
 
@@ -244,7 +244,7 @@ def test_other_processors_are_not_touched(transformer):
     ],
 )
 def test_image_grid_from_ids(ids, n, expected):
-    assert flux_diffusers.image_grid(ids, n) == expected
+    assert flux.image_grid(ids, n) == expected
 
 
 def test_bench_bound_attends_to_the_text_keys_only(monkeypatch):
@@ -293,10 +293,11 @@ def test_bench_cli_errors_are_one_line(argv, says, capsys):
 )
 def test_dit_auto_factor_by_generated_side(side_px, factor):
     """Against Flux's native 1024 px: off below 1.5x native, then the side ratio rounded half up."""
-    latent = side_px // 8
-    assert lib_todo.auto_factors((latent, latent), dit_layout()) == (factor, 1)
+    tokens = side_px // flux.TOKEN_PX
+    assert lib_todo.auto_factors((tokens, tokens), flux.DIFFUSERS_FLUX.layout()) == (factor, 1)
 
 
 def test_dit_auto_uses_the_geometric_mean_side():
-    assert lib_todo.auto_factors((1536 // 8, 1024 // 8), dit_layout()) == (1, 1)  # sqrt(1536 * 1024) = 1254 px
-    assert lib_todo.auto_factors((2048 // 8, 1536 // 8), dit_layout()) == (2, 1)
+    layout = flux.DIFFUSERS_FLUX.layout()
+    assert lib_todo.auto_factors((1536 // 16, 1024 // 16), layout) == (1, 1)  # sqrt(1536 * 1024) = 1254 px
+    assert lib_todo.auto_factors((2048 // 16, 1536 // 16), layout) == (2, 1)

@@ -1,5 +1,6 @@
-"""ToDo on Flux-family DiTs in Forge main and Forge Neo: the backend (lib_todo.backends.flux_forge) against the
-Flux stand-ins in tests/webui_stub/stub_flux, and the webui script on them in the stand-in webui.
+"""ToDo on Flux-family DiTs in Forge main, Forge Neo and reForge: the DiT engine (lib_todo.backends.dit, with the
+Flux family of lib_todo.backends.flux, installed by lib_todo.backends.patch_forge_patcher) against the Flux
+stand-ins in tests/webui_stub/stub_flux, and the webui script on them in the stand-in webui.
 
 References are written out here by hand: RoPE as complex rotation, the kept image keys picked by index, the
 balance bias as log(cell size), softmax attention as an explicit product.
@@ -17,10 +18,11 @@ from typing import Any
 import pytest
 import torch
 
-from lib_todo.backends import flux_forge
-from lib_todo.joint_attention import joint_attention
+from lib_todo.backends import dit, flux, patch_forge_patcher
+from lib_todo.joint_attention import ImageGrid, joint_attention
+from lib_todo.plan import TodoPlan
 from lib_todo.settings import TodoSettings
-from lib_todo.state import CLOSED_WINDOW, EXTRA_TOKENS, REASONS
+from lib_todo.state import CLOSED_WINDOW, PassState
 
 STUB = Path(__file__).resolve().parent / "webui_stub"
 TODO = "ToDo"
@@ -74,13 +76,14 @@ def rope_by_hand(x: torch.Tensor, positions: torch.Tensor, axes_dim=(4, 6, 6), t
 def todo_attention_by_hand(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, txt_len: int, grid: tuple[int, int], factor: int, image_first
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D) + bias) v over the text keys and the kept image keys; (B, H, L, D)."""
-    n_img = grid[0] * grid[1]
+    """softmax(q k^T / sqrt(D) + bias) v over the kept image keys and every other key (text, and reference tokens
+    after the image); (B, H, L, D)."""
+    n_img, length = grid[0] * grid[1], k.shape[2]
     image_at = 0 if image_first else txt_len
-    text_at = n_img if image_first else 0
     picked, sizes = kept_image_keys(grid, factor)
-    keep = list(range(text_at, text_at + txt_len)) + [image_at + i for i in picked]
-    bias = [0.0] * txt_len + [math.log(s) if BALANCE else 0.0 for s in sizes]
+    others = [i for i in range(length) if not image_at <= i < image_at + n_img]
+    keep = others + [image_at + i for i in picked]
+    bias = [0.0] * len(others) + [math.log(s) if BALANCE else 0.0 for s in sizes]
     logits = torch.einsum("bhqd,bhkd->bhqk", q.double(), k[:, :, keep].double()) / math.sqrt(q.shape[-1])
     weights = torch.softmax(logits + torch.tensor(bias, dtype=torch.float64), dim=-1)
     return (weights @ v[:, :, keep].double()).to(q.dtype)
@@ -115,52 +118,43 @@ def host_attention_function(module: Any) -> Any:
 
 
 @pytest.mark.parametrize("grid", [(4, 6), (5, 3)])
-def test_forge_attention_text_first_equals_the_hand_reference(stub, grid):
+@pytest.mark.parametrize("balance", ["channel", "mask"])
+def test_one_attention_call_in_a_joint_role_equals_the_hand_reference(stub, grid, balance):
+    """HostAttention in place of Forge's attention_function, called as Flux's `attention()` calls it."""
     from stub_flux import forge_flux
 
     txt_len, b = 5, 2
     network = stub.make_network("forge")
-    clone, state = flux_forge.patch_flux_patcher(
-        stub.make_flux_model(network=network).forge_objects.unet, TodoSettings(factor=2)
-    )
+    inst = dit.installation(flux.FORGE_FLUX, network)
+    state = PassState(TodoPlan(TodoSettings(factor=2), flux.FORGE_FLUX.layout()))
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(b, HEADS, txt_len + grid[0] * grid[1], HEAD_DIM, generator=gen) for _ in range(3))
     positions = joint_positions(b, txt_len, grid)
     pe = stub.parts.rotation_table(positions)
-    latent = (grid[0] * 2 - (grid[0] % 2), grid[1] * 2)  # an odd latent side pads to the same grid
-
-    out = wrapper_of(clone)(lambda *a, **c: forge_flux.attention(q, k, v, pe), model_args(latent, txt_len, b))
+    call = dit.DitCall(ImageGrid(1, *grid), txt_len)
+    with dit.call_scope(inst, dit.ActiveCall(call, state, balance)) as active:
+        active.roles.append(dit.text_then_image)  # as the pre-hook of a double block does
+        out = forge_flux.attention(q, k, v, pe)
+        assert dit.installed_anywhere()
 
     q_rot, k_rot = rope_by_hand(q, positions), rope_by_hand(k, positions)
     expected = todo_attention_by_hand(q_rot, k_rot, v, txt_len, grid, 2, image_first=False)
     torch.testing.assert_close(out, expected.transpose(1, 2).flatten(2), rtol=1e-5, atol=1e-5)
     assert state.calls == 1 and state.applied == {1: 2.0}
-    assert not flux_forge.installed_anywhere()
+    assert not dit.installed_anywhere()
 
 
-def test_neo_reads_the_token_order_of_each_double_block(stub):
-    from stub_flux import neo_flux
+def test_outside_a_role_the_original_runs_untouched(stub):
+    """Cross-attention or a caption-only refiner: no scope module is running, so the host's kernel gets the call."""
+    from stub_flux import forge_flux
 
-    txt_len, grid, b = 3, (4, 4), 1
-    network = stub.make_network("neo", flipped=(True, False))
-    clone, state = flux_forge.patch_flux_patcher(
-        stub.make_flux_model("neo", network=network).forge_objects.unet, TodoSettings(factor=2)
-    )
-    gen = torch.Generator().manual_seed(1)
-    q, k, v = (torch.randn(b, HEADS, txt_len + 16, HEAD_DIM, generator=gen) for _ in range(3))
-    for block_index, image_first in ((0, True), (1, False)):
-        positions = joint_positions(b, txt_len, grid, image_first)
-        pe = stub.parts.rotation_table(positions)
-        options = {"block_type": "double", "block_index": block_index}
-
-        def call(*a, pe=pe, options=options, **c):
-            return neo_flux.attention(q, k, v, pe, transformer_options=options)
-
-        out = wrapper_of(clone)(call, model_args((8, 8), txt_len, b))
-        q_rot, k_rot = rope_by_hand(q, positions), rope_by_hand(k, positions)
-        expected = todo_attention_by_hand(q_rot, k_rot, v, txt_len, grid, 2, image_first)
-        torch.testing.assert_close(out, expected.transpose(1, 2).flatten(2), rtol=1e-5, atol=1e-5)
-    assert state.calls == 2
+    inst = dit.installation(flux.FORGE_FLUX, stub.make_network("forge"))
+    state = PassState(TodoPlan(TodoSettings(factor=2), flux.FORGE_FLUX.layout()))
+    q, k, v = (torch.randn(1, HEADS, 3 + 16, HEAD_DIM, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    with dit.call_scope(inst, dit.ActiveCall(dit.DitCall(ImageGrid(1, 4, 4), 3), state, "channel")):
+        out = forge_flux.attention_function(q, k, v, HEADS, skip_reshape=True)
+    assert torch.equal(out, forge_flux.attention_function(q, k, v, HEADS, skip_reshape=True))
+    assert state.calls == 0 and state.skipped == {}
 
 
 # The backend: whole models
@@ -206,7 +200,7 @@ def test_whole_model_equals_todo_by_hand_in_every_block(stub, kind, flipped, lat
     original = vars(host_module)[function_name]
     baseline = stub.call_patcher(patcher, args["input"], args["timestep"], args["c"])
 
-    clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2))
+    clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
     with torch.no_grad():
         out = stub.call_patcher(clone, args["input"], args["timestep"], args["c"])
     grid = (-(-latent[0] // 2), -(-latent[1] // 2))
@@ -224,7 +218,7 @@ def test_whole_model_equals_todo_by_hand_in_every_block(stub, kind, flipped, lat
     torch.testing.assert_close(out, args["input"] - expected, rtol=1e-4, atol=1e-4)
     assert not torch.equal(out, baseline)
     assert state.calls == len(network.double_blocks) + len(network.single_blocks)
-    assert vars(host_module)[function_name] is original and not flux_forge.installed_anywhere()
+    assert vars(host_module)[function_name] is original and not dit.installed_anywhere()
     assert wrapper_of(patcher) is None  # the original patcher is untouched
 
 
@@ -235,14 +229,14 @@ def test_factor_1_off_and_closed_window_are_bit_identical_with_nothing_installed
     baseline = stub.call_patcher(patcher, args["input"], args["timestep"], args["c"])
     # off; factor 1 with level 2 left at auto (a DiT has no level 2); auto at 64 px
     for settings in (TodoSettings(factor=1, factor_level2=1), TodoSettings(factor=1), TodoSettings(factor=0)):
-        clone, state = flux_forge.patch_flux_patcher(patcher, settings)
+        clone, state = patch_forge_patcher(patcher, settings)
         assert torch.equal(stub.call_patcher(clone, args["input"], args["timestep"], args["c"]), baseline)
         assert state.calls == 0
         if settings.factor == 1:
             assert wrapper_of(clone) is None  # factor 1: nothing of ToDo on the clone at all
         else:
             assert state.silence_reason() is None  # auto asked for nothing at this size
-    clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2, start=0.5))
+    clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2, start=0.5))
     seen = []
     hook = patcher.model.diffusion_model.single_blocks[0].register_forward_pre_hook(
         lambda m, a: seen.append(host_attention_function(stub.forge_flux) is original)
@@ -259,7 +253,7 @@ def test_factor_1_off_and_closed_window_are_bit_identical_with_nothing_installed
 def test_an_exception_mid_call_restores_the_attention_function(stub):
     patcher = stub.make_flux_model("neo").forge_objects.unet
     original = host_attention_function(stub.neo_flux)
-    clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2))
+    clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
 
     def fail(module, args):
         assert host_attention_function(stub.neo_flux) is not original  # ToDo is in place mid-call
@@ -270,36 +264,50 @@ def test_an_exception_mid_call_restores_the_attention_function(stub):
     with pytest.raises(RuntimeError, match="interrupted"):
         stub.call_patcher(clone, args["input"], args["timestep"], args["c"])
     hook.remove()
-    assert host_attention_function(stub.neo_flux) is original and not flux_forge.installed_anywhere()
+    assert host_attention_function(stub.neo_flux) is original and not dit.installed_anywhere()
     assert state.calls == 3  # two double blocks and the first single block ran with ToDo
 
 
 def test_a_model_load_puts_back_an_attention_function_left_replaced(webui, stub):
     webui.load_extension_script(forge_loader=True)
-    host = flux_forge.flux_host(stub.make_network("forge"))
+    inst = dit.installation(flux.FORGE_FLUX, stub.make_network("forge"))
+    state = PassState(TodoPlan(TodoSettings(factor=2), flux.FORGE_FLUX.layout()))
     original = host_attention_function(stub.forge_flux)
-    stuck = flux_forge.attention_replaced(host, lambda original: "ToDo's attention")
+    stuck = dit.call_scope(inst, dit.ActiveCall(dit.DitCall(ImageGrid(1, 4, 4), 3), state, "channel"))
     stuck.__enter__()  # a call that never came back (its thread killed), so its finally never ran
-    assert host_attention_function(stub.forge_flux) == "ToDo's attention" and flux_forge.installed_anywhere()
+    assert host_attention_function(stub.forge_flux) is not original and dit.installed_anywhere()
     webui.set_model(stub.make_flux_model("forge"))  # on_model_loaded
-    assert host_attention_function(stub.forge_flux) is original and not flux_forge.installed_anywhere()
+    assert host_attention_function(stub.forge_flux) is original and not dit.installed_anywhere()
 
 
-def test_kontext_reference_tokens_are_left_alone_and_counted(stub):
-    patcher = stub.make_flux_model("neo").forge_objects.unet
+@pytest.mark.parametrize("flipped", [(), (True, False)])
+def test_kontext_reference_tokens_are_kept_whole(stub, flipped):
+    """Neo's Kontext: reference tokens follow the image; ToDo downsamples the image and keeps them, with no bias."""
+    network = stub.make_network("neo", **({"flipped": flipped} if flipped else {}))
+    patcher = stub.make_flux_model("neo", network=network).forge_objects.unet
     reference = torch.randn(1, 16, 6, 6, generator=torch.Generator().manual_seed(9))
     args = model_args((8, 8), txt_len=4, ref_latents=[reference])
     baseline = stub.call_patcher(patcher, args["input"], args["timestep"], args["c"])
-    clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2))
-    assert torch.equal(stub.call_patcher(clone, args["input"], args["timestep"], args["c"]), baseline)
-    assert state.calls == 0 and state.skipped == {EXTRA_TOKENS: 4}
-    assert state.silence_reason() == REASONS[EXTRA_TOKENS]
+    clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
+    with torch.no_grad():
+        out = stub.call_patcher(clone, args["input"], args["timestep"], args["c"])
+    original = host_attention_function(stub.neo_flux)
+    flips = tuple(block.flipped_img_txt for block in network.double_blocks)
+    stub.neo_flux.attention_function = manual_todo(original, 4, (4, 4), 2, flips)
+    try:
+        with torch.no_grad():
+            expected = stub.call_patcher(patcher, args["input"], args["timestep"], args["c"])
+    finally:
+        stub.neo_flux.attention_function = original
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(out, baseline)
+    assert state.calls == 4 and state.skipped == {}
 
 
 def test_a_later_clone_of_the_patcher_keeps_working(stub):
     for flavour in ("forge", "neo"):
         patcher = stub.make_flux_model(flavour).forge_objects.unet
-        clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2, stop=0.5))
+        clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2, stop=0.5))
         later = clone.clone()  # another extension, after ToDo (Forge deep-copies, Neo copies containers)
         later.set_transformer_option("probe", 1)
         assert wrapper_of(later) is wrapper_of(clone)
@@ -320,11 +328,11 @@ def test_a_wrapper_set_before_todo_still_runs_and_each_of_its_calls_gets_its_own
         return torch.cat([apply_model(h, args["timestep"], **args["c"]) for h in halves], dim=-1)
 
     patcher.set_model_unet_function_wrapper(two_tiles)
-    clone, state = flux_forge.patch_flux_patcher(patcher, TodoSettings(factor=2))
+    clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
     args = model_args((8, 16), txt_len=4)
     stub.call_patcher(clone, args["input"], args["timestep"], args["c"])
     assert tiles == [(8, 8), (8, 8)]
-    assert state.calls == 2 * 4 and state.skipped == {} and state.latent_hw == (8, 8)
+    assert state.calls == 2 * 4 and state.skipped == {} and state.latent_hw == (4, 4)  # a tile's token grid
     assert wrapper_of(patcher) is two_tiles
 
 
@@ -346,17 +354,17 @@ def test_models_todo_cannot_serve_say_which_and_why(stub):
             self.double_blocks = torch.nn.ModuleList([OwnAttentionBlock()])
             self.single_blocks = torch.nn.ModuleList([OwnAttentionBlock()])
 
-    flux = stub.make_flux_model("forge")
-    assert models.unsupported_reason(flux, None) is None and models.native_size(flux) == 1024
-    assert models.is_flux(stub.make_flux_model("neo")) and models.is_flux(
-        stub.make_flux_model(network=stub.make_network("forge-chroma"))
-    )
+    flux_model = stub.make_flux_model("forge")
+    assert models.unsupported_reason(flux_model, None) is None and models.native_size(flux_model) is None
+    assert models.dit_family_of(flux_model).native_px == 1024
+    assert models.dit_family_of(stub.make_flux_model("neo")) is flux.FORGE_FLUX
+    assert models.dit_family_of(stub.make_flux_model(network=stub.make_network("forge-chroma"))) is flux.FORGE_FLUX
     for network, words in (
-        (JointBlocksDiT(), "JointBlocksDiT is not a Flux-family DiT"),
-        (OwnAttentionDiT(), "OwnAttentionBlock"),
+        (JointBlocksDiT(), "JointBlocksDiT is not a model ToDo knows (it serves SD1.x, SD2.x, SDXL and Flux"),
+        (OwnAttentionDiT(), "OwnAttentionBlock does not call attention_function or optimized_attention"),
     ):
         reason = models.unsupported_reason(stub.make_flux_model(network=network), None)
-        assert reason and words in reason and "FluxForgeModel" in reason and "Flux.1, Chroma" in reason
+        assert reason and words in reason and "FluxForgeModel" in reason
 
 
 # The webui script on Forge / Neo with a Flux checkpoint
@@ -526,5 +534,5 @@ def test_unsupported_dit_prints_which_and_runs_untouched(webui, stub, capsys):
     run = webui.txt2img({TODO: [True, 2]})
     assert torch.equal(run.processed.images[0], off)
     out = capsys.readouterr().out
-    assert "[ToDo] this model (FluxForgeModel) is not supported: OtherDiT is not a Flux-family DiT" in out
+    assert "[ToDo] this model (FluxForgeModel) is not supported: OtherDiT is not a model ToDo knows" in out
     assert "ToDo is off for this job" in out

@@ -1,4 +1,5 @@
-"""ToDo on diffusers' FluxTransformer2DModel: its attention processors wrapped, the image grid read per forward.
+"""LEGACY, for `lib_todo.bench.flux` only until the bench runs DiT blocks through `backends.dit`: diffusers' Flux
+processors wrapped (`lib_todo.apply` now serves Flux through `backends.flux` and the DiT engine).
 
 A pre-hook on the transformer reads, per forward, the text length (`encoder_hidden_states`) and the image grid
 from `img_ids` (rows [0, row, col] of a row-major `h x w` grid, as the Flux pipelines pack latents). Each

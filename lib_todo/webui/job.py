@@ -2,8 +2,8 @@
 
 Kept out of the script: A1111 1.10 loads scripts outside `sys.modules`, where dataclasses and the like break.
 A1111 gets forward pre-hooks on its ldm/sgm UNet, resolved again each pass; Forge, reForge and Forge Neo get
-an attn1 patch on a clone of the UNet patcher, as Forge's own scripts do; a Flux-family DiT on Forge or Neo
-gets a UNet function wrapper on that clone instead (`backends.flux_forge`).
+a patched clone of the UNet patcher, as Forge's own scripts do (`backends.patch_forge_patcher`: an attn1 patch
+for a UNet, a UNet function wrapper for a DiT family).
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..backends.flux_forge import patch_flux_patcher
-from ..backends.forge_unet import patch_unet_patcher
+from ..backends import patch_forge_patcher
 from ..patch import TodoHandle, apply
 from ..settings import TodoSettings
 from ..state import PassState
-from .models import a1111_unet, is_flux, is_forge, native_size
+from .models import a1111_unet, is_forge, native_size
 
 PASS_NAMES = {"": "the first pass", "hires": "the hires pass"}
 
@@ -105,8 +104,7 @@ class TodoJob:
     def _install(self, sd_model: Any, settings: TodoSettings) -> PassState:
         native_px = native_size(sd_model)
         if is_forge(sd_model):
-            patch = patch_flux_patcher if is_flux(sd_model) else patch_unet_patcher
-            return self._install_forge(sd_model.forge_objects, settings, native_px, patch)
+            return self._install_forge(sd_model.forge_objects, settings, native_px)
         self._handle = apply(a1111_unet(sd_model), settings, native_px=native_px)
         return self._handle.state
 
@@ -115,16 +113,14 @@ class TodoJob:
         current = getattr(sd_model.forge_objects, "unet", None)
         return getattr(current, "model", None) is getattr(self._forge_original, "model", None)
 
-    def _install_forge(
-        self, objects: Any, settings: TodoSettings, native_px: int | None, patch: Callable[..., Any]
-    ) -> PassState:
+    def _install_forge(self, objects: Any, settings: TodoSettings, native_px: int | None) -> PassState:
         # Forge's hires pass may call the hook again before its reset: patch the base, never our own clone.
         base = objects.unet
         if self._forge_last is not None and base is self._forge_last[0]:
             base = self._forge_last[1]
         if self._forge_original is None:
             self._forge_original = base
-        clone, state = patch(base, settings, native_px)
+        clone, state = patch_forge_patcher(base, settings, native_px)
         self._forge_last = (clone, base)
         objects.unet = clone
         return state

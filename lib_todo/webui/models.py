@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends import flux_forge
+from .. import backends
+from ..backends.dit import DitFamily
 
 
 def is_forge(sd_model: Any) -> bool:
@@ -23,12 +24,12 @@ def is_unet_model(sd_model: Any) -> bool:
     return any(getattr(sd_model, flag, False) for flag in ("is_sd1", "is_sd2", "is_sdxl"))
 
 
-def is_flux(sd_model: Any) -> bool:
-    """A Flux-family DiT on Forge or Neo that ToDo serves (Flux.1, Chroma: read from the network, no flag)."""
+def dit_family_of(sd_model: Any) -> DitFamily | None:
+    """The DiT family of the network in Forge's / Neo's patcher, when ToDo serves it (read from the network:
+    Forge sets no flag for most DiTs), or None (a UNet, not Forge, or a model no family knows)."""
     if not is_forge(sd_model) or is_unet_model(sd_model):
-        return False
-    model = forge_diffusion_model(sd_model)
-    return model is not None and flux_forge.unsupported_reason(model) is None
+        return None
+    return backends.dit_family(forge_diffusion_model(sd_model), "forge")
 
 
 def a1111_unet(sd_model: Any) -> Any:
@@ -37,8 +38,9 @@ def a1111_unet(sd_model: Any) -> Any:
 
 
 def native_size(sd_model: Any) -> int | None:
-    """Training size in pixels, from the webui's model flags (None lets the core guess from the layout)."""
-    if getattr(sd_model, "is_sdxl", False) or is_flux(sd_model):
+    """Training size in pixels, from the webui's model flags (None lets the core guess from the layout, or
+    takes a DiT family's own)."""
+    if getattr(sd_model, "is_sdxl", False):
         return 1024
     if getattr(sd_model, "is_sd2", False) and getattr(sd_model, "parameterization", "") == "v":
         return 768
@@ -49,11 +51,11 @@ def native_size(sd_model: Any) -> int | None:
 
 def unsupported_reason(sd_model: Any, opts: Any) -> str | None:
     """Why ToDo cannot run on this model with these webui options, or None."""
-    if getattr(sd_model, "is_sd3", False):
-        return "SD3 is not supported (its MMDiT joint attention is not the Flux attention ToDo serves)"
     if is_forge(sd_model):
         if not is_unet_model(sd_model):
-            return _forge_dit_reason(sd_model)  # None for Flux: TensorRT and HyperTile act on UNets only
+            return _forge_dit_reason(sd_model)  # None for a DiT family ToDo serves: TensorRT, HyperTile act on UNets
+    elif getattr(sd_model, "is_sd3", False):
+        return "SD3 is not supported (its MMDiT joint attention is not one of the DiT families ToDo serves)"
     elif a1111_unet(sd_model) is None:
         return "no UNet found on this model"
     if tensorrt_active():
@@ -64,17 +66,11 @@ def unsupported_reason(sd_model: Any, opts: Any) -> str | None:
 
 
 def _forge_dit_reason(sd_model: Any) -> str | None:
-    """None for a Flux-family DiT ToDo serves; else which model it is and why ToDo cannot serve it."""
-    model = forge_diffusion_model(sd_model)
-    if model is None:
-        return "no diffusion model found in forge_objects.unet"
-    reason = flux_forge.unsupported_reason(model)
+    """None for a DiT family ToDo serves; else which model it is and why ToDo cannot serve it."""
+    reason = backends.forge_unsupported_reason(forge_diffusion_model(sd_model))
     if reason is None:
         return None
-    return (
-        f"this model ({type(sd_model).__name__}) is not supported: {reason}. ToDo serves SD1.x, SD2.x, SDXL "
-        "and the Flux-family DiTs that share the Flux attention (Flux.1, Chroma)"
-    )
+    return f"this model ({type(sd_model).__name__}) is not supported: {reason}"
 
 
 def tensorrt_active() -> bool:
