@@ -17,12 +17,20 @@ from typing import Any
 from ..layout import is_ldm_unet
 from ..settings import TodoSettings
 from ..state import PassState
-from . import flux
+from . import anima, ernie, flux, krea, lumina, qwen, wan
 from .dit import DitFamily, installation
 from .dit_forge import patch_dit_patcher
 from .forge_unet import patch_unet_patcher
 
-DIT_FAMILIES: tuple[DitFamily, ...] = (*flux.FAMILIES,)
+DIT_FAMILIES: tuple[DitFamily, ...] = (
+    *flux.FAMILIES,
+    *qwen.FAMILIES,
+    *lumina.FAMILIES,
+    *wan.FAMILIES,
+    *anima.FAMILIES,
+    *ernie.FAMILIES,
+    *krea.FAMILIES,
+)
 
 
 def dit_family(network: Any, host: str) -> DitFamily | None:
