@@ -28,8 +28,9 @@ REASONS = {
     NO_GRID: "no self-attention call matched the latent grid (another extension resized or merged the feature "
     "maps: Deep Shrink, ToMe, tiling?)",
     CLOSED_WINDOW: "the step window (start/stop) held no step of this pass",
-    EXTRA_TOKENS: "every joint attention call carried tokens beyond the text and the image grid (a Kontext "
-    "reference image, Redux or IP-Adapter image tokens?)",
+    EXTRA_TOKENS: "no attention call of this DiT had its keys laid out as ToDo expects for the model (text, the "
+    "image grid, padding and reference images: another extension adding or reordering tokens, or a variant of the "
+    "model ToDo does not know?)",
 }
 NEVER_CALLED = (
     "no attention call of this model reached ToDo (the model's attention layout is not one ToDo knows, or "

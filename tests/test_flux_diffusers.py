@@ -301,3 +301,102 @@ def test_dit_auto_uses_the_geometric_mean_side():
     layout = flux.DIFFUSERS_FLUX.layout()
     assert lib_todo.auto_factors((1536 // 16, 1024 // 16), layout) == (1, 1)  # sqrt(1536 * 1024) = 1254 px
     assert lib_todo.auto_factors((2048 // 16, 1536 // 16), layout) == (2, 1)
+
+
+# Chroma (Flux's processor, with the pipeline's text mask) and Flux.2 (its own processors, 4 RoPE axes)
+
+
+def _hand_dispatch(monkeypatch, module, txt: int, grid: tuple[int, int], factor: int):
+    """`module`'s dispatch_attention_fn doing ToDo by hand on [text, image (, references)] calls."""
+    from dit_reference import todo_kernel
+
+    original = module.dispatch_attention_fn
+    kernel = todo_kernel(lambda length: txt if length >= txt + grid[0] * grid[1] else None, (1, *grid), factor)
+
+    def attend(query, key, value, attn_mask=None, **kwargs):
+        q, k, v = (x.transpose(1, 2) for x in (query, key, value))
+        out = kernel(q, k, v, attn_mask, kwargs.get("scale"))
+        return original(query, key, value, attn_mask=attn_mask, **kwargs) if out is None else out.transpose(1, 2)
+
+    monkeypatch.setattr(module, "dispatch_attention_fn", attend)
+
+
+def _reinit(model: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    for p in model.parameters():  # no zero-initialised layer may hide attention from the output
+        p.data.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def test_chroma_with_its_text_mask_equals_todo_by_hand(monkeypatch):
+    """ChromaPipeline's mask (text padding 0, the rest 1) becomes m_i * m_j per block; ToDo keeps its columns."""
+    model = _reinit(
+        diffusers.ChromaTransformer2DModel(
+            in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=HEAD_DIM,
+            num_attention_heads=HEADS, joint_attention_dim=24, axes_dims_rope=(4, 6, 6),
+            approximator_num_channels=8, approximator_hidden_dim=32, approximator_layers=1,
+        )
+    )  # fmt: skip
+    grid, factor = (6, 7), 2
+    g = torch.Generator().manual_seed(4)
+    mask = torch.ones(2, TXT + 42)
+    mask[0, 3:TXT] = 0.0  # the first prompt is shorter
+    inputs = {
+        "hidden_states": torch.randn(2, 42, 8, generator=g),
+        "encoder_hidden_states": torch.randn(2, TXT, 24, generator=g),
+        "timestep": torch.tensor([0.3, 0.6]),
+        "img_ids": _ids(*grid),
+        "txt_ids": torch.zeros(TXT, 3),
+        "attention_mask": mask,
+    }
+    with torch.no_grad(), lib_todo.patched(model, TodoSettings(factor=factor)) as handle:
+        got = model(**inputs).sample
+    assert handle.state.calls == 2 and handle.applied == {1: 2.0}
+    with torch.no_grad():
+        plain = model(**inputs).sample
+    _hand_dispatch(monkeypatch, transformer_flux, TXT, grid, factor)
+    with torch.no_grad():
+        expected = model(**inputs).sample
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert (got - plain).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("references", [0, 1])
+def test_flux2_equals_todo_by_hand_and_keeps_reference_tokens(monkeypatch, references):
+    """Flux.2: ids (T, H, W, L); a reference image (T = 10) follows the target and is kept whole."""
+    from diffusers.models.transformers import transformer_flux2
+
+    model = _reinit(
+        diffusers.Flux2Transformer2DModel(
+            in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=HEAD_DIM,
+            num_attention_heads=HEADS, joint_attention_dim=24, timestep_guidance_channels=16,
+            axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
+        )
+    )  # fmt: skip
+    grid, factor = (5, 6), 2
+    g = torch.Generator().manual_seed(5)
+    ids = torch.zeros(30, 4)
+    ids[:, 1], ids[:, 2] = torch.arange(5).repeat_interleave(6), torch.arange(6).repeat(5)
+    if references:
+        ref = torch.zeros(9, 4)
+        ref[:, 0], ref[:, 1], ref[:, 2] = 10, torch.arange(3).repeat_interleave(3), torch.arange(3).repeat(3)
+        ids = torch.cat([ids, ref])
+    txt_ids = torch.zeros(TXT, 4)
+    txt_ids[:, 3] = torch.arange(TXT)
+    inputs = {
+        "hidden_states": torch.randn(2, ids.shape[0], 8, generator=g),
+        "encoder_hidden_states": torch.randn(2, TXT, 24, generator=g),
+        "timestep": torch.tensor([0.3, 0.6]),
+        "img_ids": ids,
+        "txt_ids": txt_ids,
+    }
+    with torch.no_grad(), lib_todo.patched(model, TodoSettings(factor=factor)) as handle:
+        got = model(**inputs).sample
+    assert handle.state.calls == 2 and handle.applied == {1: 2.0}
+    with torch.no_grad():
+        plain = model(**inputs).sample
+    _hand_dispatch(monkeypatch, transformer_flux2, TXT, grid, factor)
+    with torch.no_grad():
+        expected = model(**inputs).sample
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert (got - plain).abs().max() > 1e-3

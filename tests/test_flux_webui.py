@@ -354,6 +354,9 @@ def test_models_todo_cannot_serve_say_which_and_why(stub):
             self.double_blocks = torch.nn.ModuleList([OwnAttentionBlock()])
             self.single_blocks = torch.nn.ModuleList([OwnAttentionBlock()])
 
+    class SVDQFluxTransformer2DModel(torch.nn.Module):  # Neo's Nunchaku Flux: attention inside fused kernels
+        pass
+
     flux_model = stub.make_flux_model("forge")
     assert models.unsupported_reason(flux_model, None) is None and models.native_size(flux_model) is None
     assert models.dit_family_of(flux_model).native_px == 1024
@@ -362,6 +365,7 @@ def test_models_todo_cannot_serve_say_which_and_why(stub):
     for network, words in (
         (JointBlocksDiT(), "JointBlocksDiT is not a model ToDo knows (it serves SD1.x, SD2.x, SDXL and Flux"),
         (OwnAttentionDiT(), "OwnAttentionBlock does not call attention_function or optimized_attention"),
+        (SVDQFluxTransformer2DModel(), "Nunchaku's SVDQ Flux runs its attention inside fused kernels"),
     ):
         reason = models.unsupported_reason(stub.make_flux_model(network=network), None)
         assert reason and words in reason and "FluxForgeModel" in reason

@@ -22,6 +22,10 @@ from .dit import DitFamily, installation
 from .dit_forge import patch_dit_patcher
 from .forge_unet import patch_unet_patcher
 
+# Networks ToDo recognises and cannot serve, by class name: why, in words for the console.
+UNSERVED = {
+    "SVDQFluxTransformer2DModel": "Nunchaku's SVDQ Flux runs its attention inside fused kernels that ToDo cannot reach",
+}
 DIT_FAMILIES: tuple[DitFamily, ...] = (
     *flux.FAMILIES,
     *qwen.FAMILIES,
@@ -49,6 +53,8 @@ def forge_unsupported_reason(network: Any) -> str | None:
         return "no diffusion model found in forge_objects.unet"
     if is_ldm_unet(network):
         return None
+    if type(network).__name__ in UNSERVED:
+        return f"{type(network).__name__}: {UNSERVED[type(network).__name__]}"
     family = dit_family(network, "forge")
     if family is None:
         known = f"SD1.x, SD2.x, SDXL and {served_families('forge')}"

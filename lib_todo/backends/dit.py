@@ -76,6 +76,19 @@ def image_only(call: DitCall, length: int) -> KeyLayout | None:
     return _fits(call.grid, 0, length) if length == call.grid.n else None
 
 
+def forward_arguments(network: nn.Module, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A forward's arguments by name, the positional ones named from its signature (diffusers families read
+    `img_ids`, masks and shapes from here, however the pipeline passed them)."""
+    names = _FORWARD_PARAMETERS.get(type(network))
+    if names is None:
+        parameters = inspect.signature(type(network).forward).parameters
+        names = _FORWARD_PARAMETERS[type(network)] = tuple(parameters)[1:]  # without self
+    return {**dict(zip(names, args, strict=False)), **kwargs}
+
+
+_FORWARD_PARAMETERS: dict[type, tuple[str, ...]] = {}
+
+
 def _fits(grid: ImageGrid, start: int, length: int) -> KeyLayout | None:
     return KeyLayout(grid, start, length) if start + grid.n <= length else None
 

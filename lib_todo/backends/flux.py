@@ -22,7 +22,7 @@ from torch import nn
 
 from ..grid import level_grid
 from ..joint_attention import ImageGrid
-from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, image_then_rest, text_then_image
+from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, forward_arguments, image_then_rest, text_then_image
 
 NATIVE_PX = 1024
 TOKEN_PX = 16  # Flux.1: a 2x2 patch of a /8 latent; Flux.2: a 1x1 patch of a /16 latent
@@ -84,12 +84,15 @@ def diffusers_scopes(network: nn.Module) -> list[tuple[nn.Module, Role]]:
 
 
 def diffusers_call(network: nn.Module, args: tuple, kwargs: dict[str, Any]) -> DitCall | None:
-    """Text length from `encoder_hidden_states`, the target's grid from `img_ids`."""
-    hidden = args[0] if args else kwargs.get("hidden_states")
-    encoder = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
+    """Text length from `encoder_hidden_states`, the target's grid from `img_ids`. Flux.2's KV-cache modes
+    (reference tokens first, or cached apart) are sat out."""
+    named = forward_arguments(network, args, kwargs)
+    hidden, encoder = named.get("hidden_states"), named.get("encoder_hidden_states")
     if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3 or not isinstance(encoder, torch.Tensor):
         return None
-    grid = target_grid(kwargs.get("img_ids", args[4] if len(args) > 4 else None), int(hidden.shape[1]))
+    if named.get("kv_cache") is not None or named.get("num_ref_tokens"):
+        return None
+    grid = target_grid(named.get("img_ids"), int(hidden.shape[1]))
     return None if grid is None else DitCall(ImageGrid(1, *grid), int(encoder.shape[1]))
 
 
