@@ -4,7 +4,8 @@ Like tests/test_live_webui.py (whose HTTP helpers this module imports), everythi
 TODO_WEBUI_URL points at a running webui (A1111 >= 1.10, Forge, reForge or Forge Neo, started with --api) with
 sd-webui-todo installed and a real or random-weight checkpoint loaded. Third-party extensions are installed into
 the webui under test, never committed here; each companion below is skipped when the webui does not have it (found
-through /sdapi/v1/scripts). Requests are tiny (64 or 128 px, 2 Euler steps).
+through /sdapi/v1/scripts, in txt2img or img2img where it is offered) or does not serve the loaded model family
+(TODO_LIVE_FAMILY: sd15, sdxl, flux). Requests are small (64, 128 or 384 px, 2 Euler steps).
 
 Per companion, with the companion on in every request:
 - an image comes back with ToDo off and with ToDo on (factor 2 on both levels);
@@ -44,6 +45,7 @@ from test_live_webui import (
     generate,
     get,
     image_b64,
+    img2img_payload,
     infotext,
     init_image_b64,
     pixels,
@@ -62,6 +64,17 @@ TODO_OFF = todo_args(False, 2, 2, "avg-pool")  # off, with values that would act
 TODO_LINE = re.compile(r"^.*\[ToDo\].*$", re.MULTILINE)
 CLONE_SCRIPT = "todo test: clone after"  # tests/live_extensions/zz_clone_after_todo
 CLONE_KEY = "Clone after ToDo"
+# The model family loaded (tools/live/run_webui.py --family sets it): each companion runs only on the families it
+# serves, and a family's requests take its own fields (Flux dev: CFG 1, distilled guidance).
+FAMILY = os.environ.get("TODO_LIVE_FAMILY", "sd15").strip() or "sd15"
+FAMILY_REQUEST = {"flux": {"sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 1, "distilled_cfg_scale": 3.5}}
+UNETS = ("sd15", "sdxl")
+
+
+def base_payload(kind: str, size: int, steps: int = 2, **extra: Any) -> dict[str, Any]:
+    """The plain request of this kind and size for the loaded family (img2img from a gradient image)."""
+    make = txt2img_payload if kind == "txt2img" else img2img_payload
+    return {**make(size=size, steps=steps, **extra), **FAMILY_REQUEST.get(FAMILY, {})}
 
 
 def reference_image() -> str:
@@ -89,12 +102,19 @@ class Companion:
     defaults: dict[str, Any] = field(default_factory=dict)  # each setting's default, put back after each job
     size: int = 64
     steps: int = 2
+    kind: str = "txt2img"  # or img2img, for a companion the webui offers there only
+    families: tuple[str, ...] = UNETS  # the model families it serves
+
+    @property
+    def job(self) -> tuple[str, int]:
+        """(kind, size) of its jobs: the plain job it is compared with is the same."""
+        return self.kind, self.size
 
     def alwayson(self) -> dict[str, Any]:
         return {self.script: {"args": list(self.args)}} if self.script else {}
 
     def payload(self, todo: dict[str, Any] | None) -> dict[str, Any]:
-        """The txt2img request with this companion on, and ToDo's args when given."""
+        """The request with this companion on, and ToDo's args when given."""
         extra: dict[str, Any] = {}
         scripts = {**self.alwayson(), **(todo or {})}
         if scripts:
@@ -102,7 +122,7 @@ class Companion:
         if self.settings:
             extra["override_settings"] = dict(self.settings)
             extra["override_settings_restore_afterwards"] = True
-        return txt2img_payload(size=self.size, steps=self.steps, **extra)
+        return base_payload(self.kind, self.size, self.steps, **extra)
 
 
 def controlnet_reference_unit() -> dict[str, Any]:
@@ -183,6 +203,17 @@ COMPANIONS = [
         "multidiffusion integrated",
         (True, "MultiDiffusion", 48, 48, 32, 4),  # 2x2 tiles of 48 px (latent 6x6), all four in one batch
     ),
+    # Forge Neo's MultiDiffusion Integrated is offered in img2img only, with tiles of 256 px or more: a 384 px image
+    # in 2x2 tiles of 256 px overlapping by 128, all four in one batch. A UNet function wrapper, as ToDo's on a DiT.
+    Companion(
+        "MultiDiffusion Integrated, img2img 384 px",
+        "either",
+        "multidiffusion integrated",
+        (True, "MultiDiffusion", 256, 256, 128, 4),
+        size=384,
+        kind="img2img",
+        families=("sd15", "sdxl", "flux"),
+    ),
     Companion("Forge PerturbedAttentionGuidance", "acts", "perturbedattentionguidance integrated", (True, 3.0)),
     # SAG masks where the middle block's self-attention sums above 1: never on its 1x1 map at 64 px.
     Companion(
@@ -211,8 +242,15 @@ IDS = [c.name for c in COMPANIONS]
 
 
 @pytest.fixture(scope="module")
-def scripts_listed(server: str) -> set[str]:
-    return {name.lower() for name in get("/sdapi/v1/scripts")["txt2img"]}  # some set `name` in capitals
+def listed(server: str) -> dict[str, set[str]]:
+    """Per kind (txt2img, img2img): the scripts the webui offers, lower-cased (some set `name` in capitals)."""
+    found = get("/sdapi/v1/scripts")
+    return {kind: {name.lower() for name in found[kind]} for kind in ("txt2img", "img2img")}
+
+
+@pytest.fixture(scope="module")
+def scripts_listed(listed: dict[str, set[str]]) -> set[str]:
+    return listed["txt2img"]
 
 
 @pytest.fixture(scope="module")
@@ -220,12 +258,14 @@ def todo_installed(scripts_listed: set[str]) -> bool:
     return SCRIPT_NAME in scripts_listed
 
 
-def require(companion: Companion, scripts_listed: set[str]) -> None:
-    """Skip unless the webui under test has this companion."""
+def require(companion: Companion, listed: dict[str, set[str]]) -> None:
+    """Skip unless the webui under test has this companion, where it is offered, for the loaded family."""
+    if FAMILY not in companion.families:
+        pytest.skip(f"{companion.name} serves {', '.join(companion.families)}, not the loaded {FAMILY}")
     for script in (companion.script, companion.needs):
-        if script and script not in scripts_listed:
-            pytest.skip(f"this webui has no script {script!r}")
-    if companion.script == "controlnet" and not controlnet_has_reference(scripts_listed):
+        if script and script not in listed[companion.kind]:
+            pytest.skip(f"this webui offers no script {script!r} in {companion.kind}")
+    if companion.script == "controlnet" and not controlnet_has_reference(listed[companion.kind]):
         pytest.skip("this webui's ControlNet lists no reference_only preprocessor")
 
 
@@ -268,7 +308,7 @@ def console(server: str) -> Console:
 
 
 def companion_job(companion: Companion, todo: dict[str, Any] | None) -> dict[str, Any]:
-    """One txt2img job with the companion on; the settings it overrode are put back after it.
+    """One job with the companion on; the settings it overrode are put back after it.
 
     Forge main keeps `override_settings` after an API job (override_settings_restore_afterwards is not
     honoured there), so without this a ToMe job would leave ToMe on for every job after it.
@@ -276,7 +316,7 @@ def companion_job(companion: Companion, todo: dict[str, Any] | None) -> dict[str
     listed = get("/sdapi/v1/options") if companion.settings else {}
     before = {key: listed.get(key, companion.defaults[key]) for key in companion.settings}
     try:
-        return generate("txt2img", companion.payload(todo))
+        return generate(companion.kind, companion.payload(todo))
     finally:
         if before:
             status, body = call("POST", "/sdapi/v1/options", before)
@@ -297,23 +337,29 @@ class Run:
 
 
 class PlainJobs(dict):
-    """The plain job (no companion, no ToDo) per size, made the first time a size is asked for."""
+    """The plain job (no companion, no ToDo) per (kind, size), made the first time it is asked for."""
 
-    def __missing__(self, size: int) -> str:
-        return self.make(size)
+    def __missing__(self, job: tuple[str, int]) -> str:
+        return self.make(job)
 
-    def make(self, size: int) -> str:
-        """The plain job at this size, made now if it was not made yet."""
-        if size not in self:
-            self[size] = image_b64(generate("txt2img", txt2img_payload(size=size)))
-        return self[size]
+    def make(self, job: tuple[str, int]) -> str:
+        """The plain job of this kind and size, made now if it was not made yet."""
+        if job not in self:
+            self[job] = image_b64(generate(job[0], base_payload(*job)))
+        return self[job]
+
+
+def job_key(job: tuple[str, int]) -> str:
+    """A plain job's name in the recorded digests: "64" for txt2img (as recorded before), "img2img-384"."""
+    kind, size = job
+    return str(size) if kind == "txt2img" else f"{kind}-{size}"
 
 
 @pytest.fixture(scope="module")
 def plain_before(server: str) -> PlainJobs:
     """The plain jobs before any companion ran: 64 px now, other sizes before the first companion of that size."""
     jobs = PlainJobs()
-    jobs.make(64)
+    jobs.make(("txt2img", 64))
     return jobs
 
 
@@ -324,12 +370,12 @@ def runs(plain_before: PlainJobs, console: Console) -> dict[str, Run]:
 
 def run_for(companion: Companion, runs: dict[str, Run], console: Console, plain_before: PlainJobs) -> Run:
     if companion.name not in runs:
-        plain_before.make(companion.size)  # before the companion runs
+        plain_before.make(companion.job)  # before the companion runs
         off = companion_job(companion, TODO_OFF)
         console.mark()
         on = companion_job(companion, TODO_ON)
         lines = console.todo_lines()
-        after = image_b64(generate("txt2img", txt2img_payload(size=companion.size)))
+        after = image_b64(generate(companion.kind, base_payload(*companion.job)))
         runs[companion.name] = Run(off, on, lines, after, image_b64(companion_job(companion, None)))
     return runs[companion.name]
 
@@ -343,14 +389,14 @@ def alone(companion: Companion, run: Run) -> str:
 @pytest.fixture
 def companion_run(
     request: pytest.FixtureRequest,
-    scripts_listed: set[str],
+    listed: dict[str, set[str]],
     todo_installed: bool,
     runs: dict[str, Run],
     console: Console,
     plain_before: PlainJobs,
 ) -> tuple[Companion, Run]:
     companion: Companion = request.param
-    require(companion, scripts_listed)
+    require(companion, listed)
     if not todo_installed:
         pytest.skip("sd-webui-todo is not installed in this webui (recording mode?)")
     return companion, run_for(companion, runs, console, plain_before)
@@ -402,21 +448,23 @@ def test_todo_off_is_the_companion_alone(companion_run: tuple[Companion, Run]) -
 def test_the_companion_itself_acts(companion_run: tuple[Companion, Run], plain_before: PlainJobs) -> None:
     """A companion that changed nothing would make the other rows of its test meaningless."""
     companion, run = companion_run
-    assert pixels(alone(companion, run)) != pixels(plain_before[companion.size]), f"{companion.name} did nothing"
+    assert pixels(alone(companion, run)) != pixels(plain_before[companion.job]), f"{companion.name} did nothing"
 
 
 @companions_param
 def test_nothing_left_behind(companion_run: tuple[Companion, Run], plain_before: PlainJobs) -> None:
     companion, run = companion_run
-    assert pixels(run.after) == pixels(plain_before[companion.size]), "the plain job after differs from before"
+    assert pixels(run.after) == pixels(plain_before[companion.job]), "the plain job after differs from before"
 
 
 def test_plain_job_is_the_webui_without_todo(plain_before: PlainJobs, todo_installed: bool) -> None:
     if not BASELINE_PATH or not todo_installed:
         pytest.skip("set TODO_COMPANY_BASELINE to a digest file recorded without sd-webui-todo")
     recorded = json.loads(Path(BASELINE_PATH).read_text())["plain"]
-    for size, b64 in plain_before.items():
-        assert digest(b64) == recorded[str(size)], f"the plain {size} px job differs from the webui without ToDo"
+    for job, b64 in plain_before.items():
+        if job_key(job) not in recorded:
+            continue  # a companion the recording skipped
+        assert digest(b64) == recorded[job_key(job)], f"the plain {job} job differs from the webui without ToDo"
 
 
 # A script after ToDo that clones the UNet patcher (Forge family; tests/live_extensions/zz_clone_after_todo).
@@ -429,7 +477,7 @@ def test_a_later_clone_of_the_unet_patcher_changes_nothing(scripts_listed: set[s
 
     def job(clone: bool, scripts: dict[str, Any]) -> dict[str, Any]:
         extra = {CLONE_SCRIPT: {"args": [True]}} if clone else {}
-        return generate("txt2img", txt2img_payload(size=64, steps=2, alwayson_scripts={**scripts, **extra}))
+        return generate("txt2img", base_payload("txt2img", 64, alwayson_scripts={**scripts, **extra}))
 
     cloned = job(True, todo)
     if CLONE_KEY not in infotext(cloned):
@@ -445,17 +493,19 @@ def test_a_later_clone_of_the_unet_patcher_changes_nothing(scripts_listed: set[s
 # Recording the webui without ToDo.
 
 
-def test_record_the_webui_without_todo(scripts_listed: set[str], todo_installed: bool, plain_before: PlainJobs) -> None:
+def test_record_the_webui_without_todo(
+    listed: dict[str, set[str]], todo_installed: bool, plain_before: PlainJobs
+) -> None:
     if not RECORD_PATH:
         pytest.skip("TODO_COMPANY_RECORD is not set")
     assert not todo_installed, "record against a webui WITHOUT sd-webui-todo installed"
     companions = {}
     for companion in COMPANIONS:
         try:
-            require(companion, scripts_listed)
+            require(companion, listed)
         except pytest.skip.Exception:
             continue
-        plain_before.make(companion.size)
+        plain_before.make(companion.job)
         companions[companion.name] = digest(image_b64(companion_job(companion, None)))
-    record = {"plain": {str(size): digest(b64) for size, b64 in plain_before.items()}, "companions": companions}
+    record = {"plain": {job_key(job): digest(b64) for job, b64 in plain_before.items()}, "companions": companions}
     Path(RECORD_PATH).write_text(json.dumps(record, indent=1) + "\n")

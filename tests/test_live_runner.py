@@ -198,7 +198,7 @@ def test_checkpoint_vae_has_the_kl_autoencoder_layout() -> None:
 
 def test_family_picks_the_checkpoint_and_the_tests(webui: Path) -> None:
     flux = parsed(webui, "--webui", "neo", "--family", "flux")
-    assert flux.checkpoint.name == "todo-random-flux.safetensors" and flux.tests == ["tests/test_live_dit.py"]
+    assert flux.checkpoint.name == "todo-random-flux.safetensors" and flux.tests == ["tests/test_live_family.py"]
     sd15 = parsed(webui, "--webui", "neo")
     assert sd15.checkpoint.name == "todo-random-sd15.safetensors" and sd15.tests == list(runner.DEFAULT_TESTS)
     # A DiT run also makes the SD1.5 checkpoint beside its own: the model-switch test goes there and back.
@@ -285,3 +285,20 @@ def test_commit_is_exported_clean_and_reused(tmp_path: Path, capsys) -> None:
     assert runner.export_commit(sha, tmp_path) == (folder, sha)
     with pytest.raises(runner.UsageError, match="not a commit"):
         runner.export_commit("no-such-revision-anywhere", tmp_path)
+
+
+def test_sdxl_unet_has_the_published_layout_and_size() -> None:
+    specs = {w.key: w for w in checkpoint.sdxl_unet_specs()}
+    assert sum(torch.Size(w.shape).numel() for w in specs.values()) == 2_567_463_684  # SDXL base's UNet
+    assert specs["label_emb.0.0.weight"].shape == (1280, 2816)
+    assert specs["input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"].shape == (640, 2048)
+    assert "input_blocks.7.1.transformer_blocks.9.attn1.to_q.weight" in specs  # depth 10 at 1280
+    assert "input_blocks.7.1.transformer_blocks.10.attn1.to_q.weight" not in specs
+    assert "input_blocks.1.1.norm.weight" not in specs, "no attention at the first level"
+    assert specs["output_blocks.2.2.conv.weight"].shape == (1280, 1280, 3, 3)
+    assert specs["output_blocks.8.0.skip_connection.weight"].shape == (320, 640, 1, 1)
+    # The layers ldm/sgm zero-initialise (attention proj_out, ResBlock out_layers.3, out.2) are random here.
+    assert all(w.std > 0 for w in specs.values() if len(w.shape) > 1)
+    bigg = {w.key: w for w in checkpoint.open_clip_bigg_specs()}
+    assert sum(torch.Size(w.shape).numel() for w in bigg.values()) == 694_659_840
+    assert bigg["transformer.resblocks.31.attn.in_proj_weight"].shape == (3840, 1280)

@@ -1,6 +1,6 @@
 """Random-weight checkpoints in the published single-file layouts, for live webui tests without a download.
 
-    python tools/live/checkpoint.py --family sd15|flux OUT.safetensors [--seed N]
+    python tools/live/checkpoint.py --family sd15|flux|sdxl OUT.safetensors [--seed N]
 
 One function per model family (registered with @family; adding a family is one more such function). Each yields
 (key, tensor) pairs in the layout the webuis' own loaders detect, and `write_safetensors` streams them to disk one
@@ -14,6 +14,8 @@ Families:
   its published size, 4.76 billion weights, stored as float8_e4m3fn: 4.8 GB). The transformer is as small as Forge
   Neo's detection lets it be: it reads the hidden size from `img_in`/`txt_in`, the head count as hidden / 128 (the
   RoPE axes 16 + 56 + 56), and counts the double and single blocks: FLUX_HIDDEN wide, one block of each kind.
+- sdxl: SDXL base in the sgm layout at its published size (every webui checks the transformer depths 0/2/10 and
+  the widths), with CLIP-L and OpenCLIP bigG, fp16.
 
 No layer is left all-zero where the published init zeroes it (ldm's attention `proj_out` and ResBlock `out`, the
 adaLN modulations and final layer DiTs start at zero): a zero layer there would hide attention from the pixels,
@@ -115,6 +117,21 @@ def flux_tensors(seed: int) -> Tensors:
     yield from materialise(t5_encoder_specs(), seed + 11, torch.float8_e4m3fn, "text_encoders.t5xxl.transformer.")
 
 
+@family(
+    "sdxl",
+    "todo-random-sdxl.safetensors",
+    "SDXL base layout (sgm UNet 2.57 billion weights, KL autoencoder, CLIP-L and OpenCLIP bigG), fp16, 6.9 GB",
+)
+def sdxl_tensors(seed: int) -> Tensors:
+    """The SDXL single file: `model.diffusion_model.*` (sgm layout, written key by key), `first_stage_model.*`,
+    `conditioner.embedders.0.transformer.text_model.*` (CLIP-L) and `conditioner.embedders.1.model.*` (bigG)."""
+    yield from materialise(sdxl_unet_specs(), seed + 20, torch.float16, "model.diffusion_model.")
+    yield from ((k, half(v, torch.float16)) for k, v in vae_state(seed).items())
+    clip = clip_text_state(seed, prefix="conditioner.embedders.0.transformer.text_model.")
+    yield from ((k, half(v, torch.float16)) for k, v in clip.items())
+    yield from materialise(open_clip_bigg_specs(), seed + 21, torch.float16, "conditioner.embedders.1.model.")
+
+
 # Weights described by shape and scale, made on demand (the DiTs and T5).
 
 
@@ -201,6 +218,108 @@ def t5_encoder_specs() -> list[Weight]:
         specs.append(Weight(f"{ff}.wo.weight", (w, T5_FF), T5_FF**-0.5))
         specs.append(Weight(f"encoder.block.{i}.layer.1.layer_norm.weight", (w,)))
     return specs + [Weight("encoder.final_layer_norm.weight", (w,))]
+
+
+def norm(key: str, n: int) -> list[Weight]:
+    """A GroupNorm / LayerNorm: weight 1, bias 0 (as published inits do; not a layer that hides anything)."""
+    return [Weight(f"{key}.weight", (n,)), Weight(f"{key}.bias", (n,), fill=0.0)]
+
+
+def conv(key: str, n_out: int, n_in: int, k: int = 3) -> list[Weight]:
+    return [Weight(f"{key}.weight", (n_out, n_in, k, k), (n_in * k * k) ** -0.5), Weight(f"{key}.bias", (n_out,), 0.02)]
+
+
+def res_block(key: str, n_in: int, n_out: int, emb: int) -> list[Weight]:
+    """An ldm/sgm ResBlock; `out_layers.3`, zero in ldm, random here."""
+    specs = norm(f"{key}.in_layers.0", n_in) + conv(f"{key}.in_layers.2", n_out, n_in)
+    specs += linear(f"{key}.emb_layers.1", n_out, emb)
+    specs += norm(f"{key}.out_layers.0", n_out) + conv(f"{key}.out_layers.3", n_out, n_out)
+    return specs + (conv(f"{key}.skip_connection", n_out, n_in, 1) if n_in != n_out else [])
+
+
+def spatial_transformer(key: str, ch: int, depth: int, context: int) -> list[Weight]:
+    """An sgm SpatialTransformer with linear projections; `proj_out`, zero in ldm/sgm, random here."""
+    specs = norm(f"{key}.norm", ch) + linear(f"{key}.proj_in", ch, ch)
+    for d in range(depth):
+        block = f"{key}.transformer_blocks.{d}"
+        for attn, kv_in in (("attn1", ch), ("attn2", context)):
+            specs += linear(f"{block}.{attn}.to_q", ch, ch, bias=False)
+            specs += linear(f"{block}.{attn}.to_k", ch, kv_in, bias=False)
+            specs += linear(f"{block}.{attn}.to_v", ch, kv_in, bias=False)
+            specs += linear(f"{block}.{attn}.to_out.0", ch, ch)
+        specs += linear(f"{block}.ff.net.0.proj", 8 * ch, ch) + linear(f"{block}.ff.net.2", ch, 4 * ch)
+        specs += norm(f"{block}.norm1", ch) + norm(f"{block}.norm2", ch) + norm(f"{block}.norm3", ch)
+    return specs + linear(f"{key}.proj_out", ch, ch)
+
+
+SDXL_CHANNELS, SDXL_DEPTHS, SDXL_CONTEXT, SDXL_ADM, SDXL_EMB = (320, 640, 1280), (0, 2, 10), 2048, 2816, 1280
+
+
+def sdxl_unet_specs() -> list[Weight]:
+    """The SDXL base UNet (sgm_xl_base.yaml: channels 320/640/1280, transformer depth 0/2/10, middle 10, context
+    2048, ADM 2816, two ResBlocks per level), in the ldm/sgm key layout the webuis detect it by."""
+    specs = linear("time_embed.0", SDXL_EMB, 320) + linear("time_embed.2", SDXL_EMB, SDXL_EMB)
+    specs += linear("label_emb.0.0", SDXL_EMB, SDXL_ADM) + linear("label_emb.0.2", SDXL_EMB, SDXL_EMB)
+    specs += conv("input_blocks.0.0", 320, 4)
+    skips, ch, index = [320], 320, 1
+    for level, (width, depth) in enumerate(zip(SDXL_CHANNELS, SDXL_DEPTHS, strict=True)):
+        for _ in range(2):
+            specs += res_block(f"input_blocks.{index}.0", ch, width, SDXL_EMB)
+            ch = width
+            if depth:
+                specs += spatial_transformer(f"input_blocks.{index}.1", ch, depth, SDXL_CONTEXT)
+            skips.append(ch)
+            index += 1
+        if level < len(SDXL_CHANNELS) - 1:
+            specs += conv(f"input_blocks.{index}.0.op", ch, ch)
+            skips.append(ch)
+            index += 1
+    specs += res_block("middle_block.0", ch, ch, SDXL_EMB)
+    specs += spatial_transformer("middle_block.1", ch, SDXL_DEPTHS[-1], SDXL_CONTEXT)
+    specs += res_block("middle_block.2", ch, ch, SDXL_EMB)
+    index = 0
+    for level in reversed(range(len(SDXL_CHANNELS))):
+        width, depth = SDXL_CHANNELS[level], SDXL_DEPTHS[level]
+        for i in range(3):
+            specs += res_block(f"output_blocks.{index}.0", ch + skips.pop(), width, SDXL_EMB)
+            ch, part = width, 1
+            if depth:
+                specs += spatial_transformer(f"output_blocks.{index}.1", ch, depth, SDXL_CONTEXT)
+                part = 2
+            if level and i == 2:
+                specs += conv(f"output_blocks.{index}.{part}.conv", ch, ch)
+            index += 1
+    return specs + norm("out.0", ch) + conv("out.2", 4, ch)
+
+
+BIGG_WIDTH, BIGG_LAYERS, BIGG_MLP = 1280, 32, 5120
+
+
+def open_clip_bigg_specs() -> list[Weight]:
+    """OpenCLIP ViT-bigG/14's text tower in its own layout (SDXL's second encoder), scaled as OpenCLIP
+    initialises it: token N(0, 0.02), positions N(0, 0.01), in-projections w^-0.5 (2L)^-0.5, out-projections
+    w^-0.5, fc (2w)^-0.5, text projection w^-0.5."""
+    w = BIGG_WIDTH
+    in_std, out_std, fc_std = w**-0.5 * (2 * BIGG_LAYERS) ** -0.5, w**-0.5, (2 * w) ** -0.5
+    specs = [Weight("positional_embedding", (CLIP_POSITIONS, w), 0.01)]
+    specs.append(Weight("token_embedding.weight", (CLIP_VOCAB, w), 0.02))
+    for i in range(BIGG_LAYERS):
+        block = f"transformer.resblocks.{i}"
+        specs += norm(f"{block}.ln_1", w)
+        specs += [Weight(f"{block}.attn.in_proj_weight", (3 * w, w), in_std)]
+        specs += [Weight(f"{block}.attn.in_proj_bias", (3 * w,), fill=0.0)]
+        specs += [Weight(f"{block}.attn.out_proj.weight", (w, w), out_std)]
+        specs += [Weight(f"{block}.attn.out_proj.bias", (w,), fill=0.0)]
+        specs += norm(f"{block}.ln_2", w)
+        specs += [
+            Weight(f"{block}.mlp.c_fc.weight", (BIGG_MLP, w), fc_std),
+            Weight(f"{block}.mlp.c_fc.bias", (BIGG_MLP,), fill=0.0),
+        ]
+        specs += [
+            Weight(f"{block}.mlp.c_proj.weight", (w, BIGG_MLP), in_std),
+            Weight(f"{block}.mlp.c_proj.bias", (w,), fill=0.0),
+        ]
+    return specs + norm("ln_final", w) + [Weight("text_projection", (w, w), w**-0.5)]
 
 
 # Parts built from modules (SD UNet, autoencoders) or written key by key (CLIP).

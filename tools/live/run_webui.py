@@ -1,6 +1,6 @@
 """Run the live webui tests against a real webui on this machine, one command per webui.
 
-    python tools/live/run_webui.py --webui neo --root /path/to/webui [--family sd15|flux] [--setup]
+    python tools/live/run_webui.py --webui neo --root /path/to/webui [--family sd15|flux|sdxl] [--setup]
         [--checkpoint FILE] [--extension DIR ...] [--tests FILE ...] [-- PYTEST_ARGS...]
 
 What it does, in order:
@@ -17,9 +17,10 @@ What it does, in order:
 4. starts the webui API-only on 127.0.0.1 with its offline CPU flags and a settings file of its own
    (`<root>/todo-live-settings.json`, fresh each run, so the user's config.json is neither read nor changed),
    waits until it answers, and selects the checkpoint through the API;
-5. runs pytest on the family's test module (sd15: tests/test_live_webui.py, flux: tests/test_live_dit.py; or
-   the --tests files, or those in $TODO_LIVE_TESTS) with TODO_WEBUI_URL, TODO_WEBUI_LOG (the server's console)
-   and TODO_LIVE_FAMILY set, stops the server, removes the links it made, and exits with pytest's exit code.
+5. runs pytest on the family's test modules (sd15: tests/test_live_webui.py, flux: tests/test_live_family.py,
+   sdxl: both; or the --tests files, or those in $TODO_LIVE_TESTS) with TODO_WEBUI_URL, TODO_WEBUI_LOG (the
+   server's console) and TODO_LIVE_FAMILY set, stops the server, removes the links it made, and exits with
+   pytest's exit code.
 
 It writes only inside --root (links, settings file, server log `<root>/todo-live-server.log`, the checkpoint
 if made there) and where --checkpoint points. Network: none of its own; the webui starts with its
@@ -48,7 +49,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # Per model family (tools/live/checkpoint.py's --family): the test modules run by default.
-FAMILY_TESTS = {"sd15": ("tests/test_live_webui.py",), "flux": ("tests/test_live_dit.py",)}
+FAMILY_TESTS = {
+    "sd15": ("tests/test_live_webui.py",),
+    "flux": ("tests/test_live_family.py",),
+    "sdxl": ("tests/test_live_webui.py", "tests/test_live_family.py"),  # SD1.5's tests hold for any UNet
+}
 DEFAULT_TESTS = FAMILY_TESTS["sd15"]
 EXTENSION_NAME = "sd-webui-todo"
 SWITCH_FAMILY = "sd15"  # the model the DiT tests switch to and back from, made beside the family's checkpoint

@@ -1,26 +1,29 @@
-"""Opt-in live tests: ToDo on a DiT (Flux) in a LIVE webui (Forge Neo), end to end through its HTTP API.
+"""Opt-in live tests: ToDo on one model family (Flux, SDXL) in a LIVE webui, end to end through its HTTP API.
 
-Skipped unless TODO_WEBUI_URL points at a running webui with sd-webui-todo installed and a Flux checkpoint loaded;
-`tools/live/run_webui.py --family flux` starts one with the random-weight Flux of tools/live/checkpoint.py (the
-published all-in-one layout: FLUX.1 dev transformer, its autoencoder, CLIP-L and T5-XXL) and runs this module:
+Skipped unless TODO_WEBUI_URL points at a running webui with a checkpoint of the family TODO_LIVE_FAMILY names
+(flux or sdxl; default flux) loaded. `tools/live/run_webui.py --family flux|sdxl` starts one with the random-weight
+checkpoint of tools/live/checkpoint.py (the published single-file layouts, text encoders at their published
+sizes) and runs this module:
 
     python tools/live/run_webui.py --webui neo --root /path/to/neo --family flux
 
 What is checked, on the real model code, sampler and patcher of the webui:
-- the webui loaded the file as Flux and its images depend on the prompt;
-- auto acts at 1536 px (factor 2 on Flux): the image changes, the infotext says `ToDo applied: 2x`;
+- the webui loaded the file as that family and its images depend on the prompt;
+- auto acts where the family's auto rule acts (Flux 1536 px: `ToDo applied: 2x`; SDXL 2048 px: `2x/2x`): the
+  image changes and the infotext says what ran (skipped with TODO_LIVE_NO_AUTO=1, e.g. where a step at that
+  size takes too long on the machine);
 - a manual factor acts at a small size; off, factor 1 and auto at a small size give the pixels of the request
-  without ToDo args, and (TODO_DIT_BASELINE) of the same webui without sd-webui-todo installed;
+  without ToDo args, and (TODO_FAMILY_BASELINE) of the same webui without sd-webui-todo installed;
 - the step window (Start at / Stop at) holds; a window that holds no step changes nothing and says why;
-- a hires pass plans its own size (auto off at 768 px, 2x on its 1536 px pass);
+- a hires pass plans its own size;
 - the XYZ plot's ToDo axes (script "X/Y/Z plot" through the API) give each cell the image of the same request;
 - nothing stays installed after a job, after an interrupted job (/sdapi/v1/interrupt mid-job), or after a model
-  switch Flux -> SD1.5 -> Flux (pixels equal before and after).
+  switch to SD1.5 and back (pixels equal before and after).
 
 Environment: TODO_WEBUI_URL (required), TODO_WEBUI_LOG (the server's console, for the console checks),
-TODO_DIT_RECORD (against a webui WITHOUT sd-webui-todo: write the digests of the plain requests to this JSON file),
-TODO_DIT_BASELINE (such a file: compare ToDo off with it), TODO_LIVE_SWITCH_TO (the file name of the checkpoint
-to switch to and back from; default todo-random-sd15.safetensors).
+TODO_LIVE_FAMILY, TODO_FAMILY_RECORD (against a webui WITHOUT sd-webui-todo: write the digests of the plain
+requests to this JSON file), TODO_FAMILY_BASELINE (such a file: compare ToDo off with it), TODO_LIVE_SWITCH_TO (the
+file name of the checkpoint to switch to and back from; default todo-random-sd15.safetensors).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,60 +57,113 @@ from test_live_webui import (
 
 server = test_live_webui.server  # skips without TODO_WEBUI_URL, fails if the webui is unreachable
 LOG_PATH = os.environ.get("TODO_WEBUI_LOG", "").strip()
-RECORD_PATH = os.environ.get("TODO_DIT_RECORD", "").strip()
-BASELINE_PATH = os.environ.get("TODO_DIT_BASELINE", "").strip()
+RECORD_PATH = os.environ.get("TODO_FAMILY_RECORD", "").strip()
+BASELINE_PATH = os.environ.get("TODO_FAMILY_BASELINE", "").strip()
 SWITCH_TO = os.environ.get("TODO_LIVE_SWITCH_TO", "todo-random-sd15.safetensors").strip()
-CHECKPOINT_WORD = "flux"  # the loaded checkpoint's name holds it (todo-random-flux.safetensors)
-
-SMALL = 128  # latent 16x16, 8x8 image tokens (2x2 patches): factor 2 takes keys/values to 4x4
-AUTO = 1536  # Flux auto: 2x from 1536 px (1x at or below the native 1024 px)
-HIRES_FROM = 768  # hires 2x: first pass 768 px (auto 1x), second pass 1536 px (auto 2x)
+NO_AUTO = os.environ.get("TODO_LIVE_NO_AUTO", "").strip() not in ("", "0")
 PROMPT = "a red cube on a wooden table"
 OTHER_PROMPT = "a blue sphere floating in space"
 TIMEOUT_S = test_live_webui.TIMEOUT_S
+SMALL_HIRES = 128  # hires 128 -> 256 px, where only a manual factor acts
 
 
-def flux_payload(size: int = SMALL, steps: int = 2, prompt: str = PROMPT, **extra: Any) -> dict[str, Any]:
-    """txt2img as Flux dev is run: CFG 1 (no negative pass), distilled guidance 3.5, Euler."""
+@dataclass(frozen=True)
+class Profile:
+    """What differs between the families: request fields, sizes, and the infotext ToDo must write.
+
+    small: a size where factor 2 acts and auto does not; auto: the smallest size where auto acts. hires: (first
+    pass size, hires scale, ToDo args, `ToDo applied` of the job): the hires pass planned from its own size.
+    hires_small: the same at small sizes (a manual factor, ToDo on the hires pass only), run instead of `hires`
+    under TODO_LIVE_NO_AUTO. interrupt: (size, steps) of a job long enough to be interrupted mid-sampling.
+    """
+
+    word: str  # the loaded checkpoint's name holds it (todo-random-<word>.safetensors)
+    request: dict[str, Any]
+    small: int
+    applied_small: str  # factor 2, level 2 auto
+    auto: int
+    applied_auto: str
+    hires: tuple[int, int, dict[str, Any], str]
+    hires_small: tuple[int, int, dict[str, Any], str]
+    interrupt: tuple[int, int]
+    switch_args: dict[str, Any] = field(default_factory=dict)  # the SD1.5 request after the switch
+
+
+PROFILES = {
+    # Flux dev: CFG 1 (no negative pass), distilled guidance 3.5. Image tokens: 2x2 patches of the /8 latent.
+    # 128 px: 8x8 tokens, factor 2 takes keys/values to 4x4. Auto: 2x from 1536 px (1x up to 1.5x native).
+    # Hires 512 -> 1536: auto 1x on the first pass, 2x on the second.
+    "flux": Profile(
+        word="flux",
+        request={"sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 1, "distilled_cfg_scale": 3.5},
+        small=128,
+        applied_small="2x",
+        auto=1536,
+        applied_auto="2x",
+        hires=(512, 3, todo_args(True, 0), "hires 2x"),
+        hires_small=(SMALL_HIRES, 2, todo_args(True, 2, 0, "nearest-exact", 0, 1, "only"), "hires 2x"),
+        interrupt=(512, 40),
+    ),
+    # SDXL: attention at /2 (level 1) and /4 (level 2) of the latent. 128 px: level 1 8x8 tokens, level 2 4x4;
+    # level 2 auto is 1x there. Auto: the same factor on both levels, 2x from ~1946 px.
+    # Hires 128 -> 256, ToDo on the hires pass only, factor 2: planned on the 256 px pass's own grid.
+    "sdxl": Profile(
+        word="sdxl",
+        request={"sampler_name": "Euler", "cfg_scale": 5},
+        small=128,
+        applied_small="2x/1x",
+        auto=2048,
+        applied_auto="2x/2x",
+        hires=(SMALL_HIRES, 2, todo_args(True, 2, 0, "nearest-exact", 0, 1, "only"), "hires 2x/1x"),
+        hires_small=(SMALL_HIRES, 2, todo_args(True, 2, 0, "nearest-exact", 0, 1, "only"), "hires 2x/1x"),
+        interrupt=(256, 12),
+    ),
+}
+FAMILY = os.environ.get("TODO_LIVE_FAMILY", "flux").strip() or "flux"
+if FAMILY not in PROFILES:
+    pytest.skip(f"TODO_LIVE_FAMILY={FAMILY!r}: this module knows {', '.join(PROFILES)}", allow_module_level=True)
+PROFILE = PROFILES[FAMILY]
+SMALL = PROFILE.small
+
+
+def family_payload(size: int = SMALL, steps: int = 2, prompt: str = PROMPT, **extra: Any) -> dict[str, Any]:
+    """txt2img as the family is run (PROFILE.request), fixed seed."""
     return {
         "prompt": prompt,
         "negative_prompt": "",
         "seed": 1234,
         "subseed": -1,
         "subseed_strength": 0,
-        "sampler_name": "Euler",
-        "scheduler": "Simple",
         "steps": steps,
-        "cfg_scale": 1,
-        "distilled_cfg_scale": 3.5,
         "width": size,
         "height": size,
         "batch_size": 1,
         "n_iter": 1,
         "save_images": False,
         "send_images": True,
+        **PROFILE.request,
         **extra,
     }
 
 
 def txt2img(**kw: Any) -> dict[str, Any]:
-    return generate("txt2img", flux_payload(**kw))
+    return generate("txt2img", family_payload(**kw))
 
 
 def digest(b64: str) -> str:
     return hashlib.sha256(pixels(b64)).hexdigest()
 
 
-# The requests recorded without ToDo (TODO_DIT_RECORD) and compared with ToDo off (TODO_DIT_BASELINE).
-RECORDED = {"small": {"size": SMALL}, "auto": {"size": AUTO}}
+# The requests recorded without ToDo (TODO_FAMILY_RECORD) and compared with ToDo off (TODO_FAMILY_BASELINE).
+RECORDED = {"small": {"size": SMALL}, **({} if NO_AUTO else {"auto": {"size": PROFILE.auto}})}
 
 
 @pytest.fixture(scope="module")
-def flux(server: str) -> str:
-    """The loaded checkpoint's title; the module needs a Flux one."""
+def model(server: str) -> str:
+    """The loaded checkpoint's title; the module needs one of the family."""
     title = str(get("/sdapi/v1/options").get("sd_model_checkpoint", ""))
-    if CHECKPOINT_WORD not in title.lower():
-        pytest.skip(f"the webui's model is {title!r}, not a Flux checkpoint (run_webui.py --family flux)")
+    if PROFILE.word not in title.lower():
+        pytest.skip(f"the webui's model is {title!r}, not a {FAMILY} checkpoint (run_webui.py --family {FAMILY})")
     return title
 
 
@@ -129,7 +186,7 @@ class Plain(dict):
 
 
 @pytest.fixture(scope="module")
-def plain(flux: str) -> Plain:
+def plain(model: str) -> Plain:
     found = Plain()
     found["small"]  # noqa: B018 - made now, before any ToDo job
     return found
@@ -146,10 +203,10 @@ def factor2_small(plain: Plain, todo_installed: bool) -> dict[str, Any]:
 # The model.
 
 
-def test_the_flux_checkpoint_makes_prompt_dependent_images(plain: Plain) -> None:
+def test_the_checkpoint_makes_prompt_dependent_images(plain: Plain) -> None:
     small = plain["small"]
     assert png_size(small) == (SMALL, SMALL)
-    assert not is_one_colour(small), "the Flux model made a one-colour image"
+    assert not is_one_colour(small), f"the {FAMILY} model made a one-colour image"
     other = image_b64(txt2img(prompt=OTHER_PROMPT))
     assert pixels(other) != pixels(small), "the image does not depend on the prompt (text encoders not used?)"
 
@@ -157,19 +214,23 @@ def test_the_flux_checkpoint_makes_prompt_dependent_images(plain: Plain) -> None
 # ToDo acts, and says what ran.
 
 
-def test_auto_acts_at_1536_px(plain: Plain, todo_installed: bool) -> None:
+def test_auto_acts_where_the_rule_says(plain: Plain, todo_installed: bool) -> None:
     if not todo_installed:
         pytest.skip("sd-webui-todo is not installed")
-    on = txt2img(size=AUTO, alwayson_scripts=todo_args(True, 0))
-    assert png_size(image_b64(on)) == (AUTO, AUTO)
+    if NO_AUTO:
+        pytest.skip(f"TODO_LIVE_NO_AUTO is set: no {PROFILE.auto} px job")
+    started = time.monotonic()
+    on = txt2img(size=PROFILE.auto, alwayson_scripts=todo_args(True, 0, 0))
+    print(f"\n{FAMILY} at {PROFILE.auto} px, 2 steps, ToDo auto: {time.monotonic() - started:.0f} s")
+    assert png_size(image_b64(on)) == (PROFILE.auto, PROFILE.auto)
     params = todo_params(on)
-    assert params.get("ToDo applied") == "2x", infotext(on)
-    assert pixels(image_b64(on)) != pixels(plain["auto"]), "auto ToDo at 1536 px left the image unchanged"
+    assert params.get("ToDo applied") == PROFILE.applied_auto, infotext(on)
+    assert pixels(image_b64(on)) != pixels(plain["auto"]), f"auto ToDo at {PROFILE.auto} px left the image unchanged"
 
 
 def test_factor_2_acts_at_a_small_size(plain: Plain, factor2_small: dict[str, Any]) -> None:
     params = todo_params(factor2_small)
-    assert params.get("ToDo factor") == "2" and params.get("ToDo applied") == "2x", infotext(factor2_small)
+    assert params.get("ToDo factor") == "2" and params.get("ToDo applied") == PROFILE.applied_small, params
     assert pixels(image_b64(factor2_small)) != pixels(plain["small"]), "factor 2 left the image unchanged"
 
 
@@ -194,7 +255,7 @@ def test_off_gives_the_plain_pixels(plain: Plain, todo_installed: bool, case: st
 
 def test_plain_jobs_are_the_webui_without_todo(plain: Plain, todo_installed: bool) -> None:
     if not BASELINE_PATH or not todo_installed:
-        pytest.skip("set TODO_DIT_BASELINE to a digest file recorded without sd-webui-todo (TODO_DIT_RECORD)")
+        pytest.skip("set TODO_FAMILY_BASELINE to a digest file recorded without sd-webui-todo (TODO_FAMILY_RECORD)")
     recorded = json.loads(Path(BASELINE_PATH).read_text())
     for name in RECORDED:
         assert digest(plain[name]) == recorded[name], f"the plain {name} job differs from the webui without ToDo"
@@ -205,7 +266,7 @@ def test_plain_jobs_are_the_webui_without_todo(plain: Plain, todo_installed: boo
 
 def test_stop_at_half_acts_on_the_first_step_only(plain: Plain, factor2_small: dict[str, Any]) -> None:
     half = txt2img(alwayson_scripts=todo_args(True, 2, 0, "nearest-exact", 0.0, 0.5))
-    assert todo_params(half).get("ToDo applied") == "2x", infotext(half)
+    assert todo_params(half).get("ToDo applied") == PROFILE.applied_small, infotext(half)
     assert pixels(image_b64(half)) != pixels(image_b64(factor2_small)), "Stop at 0.5 acted on both steps"
     assert pixels(image_b64(half)) != pixels(plain["small"]), "Stop at 0.5 acted on no step"
 
@@ -225,22 +286,23 @@ def test_a_window_without_steps_changes_nothing_and_says_why(plain: Plain, conso
 # Hires.
 
 
-def test_a_hires_pass_plans_its_own_size(todo_installed: bool, flux: str) -> None:
+def test_a_hires_pass_plans_its_own_size(todo_installed: bool, model: str) -> None:
     if not todo_installed:
         pytest.skip("sd-webui-todo is not installed")
-    payload = flux_payload(
-        size=HIRES_FROM,
+    first, scale, todo, applied = PROFILE.hires_small if NO_AUTO else PROFILE.hires
+    payload = family_payload(
+        size=first,
         enable_hr=True,
-        hr_scale=2,
+        hr_scale=scale,
         hr_upscaler=hires_upscaler(),
         hr_second_pass_steps=1,
         denoising_strength=0.5,
         hr_additional_modules=["Use same choices"],
-        alwayson_scripts=todo_args(True, 0),
+        alwayson_scripts=todo,
     )
     response = generate("txt2img", payload)
-    assert png_size(image_b64(response)) == (2 * HIRES_FROM, 2 * HIRES_FROM)
-    assert todo_params(response).get("ToDo applied") == "hires 2x", infotext(response)
+    assert png_size(image_b64(response)) == (scale * first, scale * first)
+    assert todo_params(response).get("ToDo applied") == applied, infotext(response)
 
 
 # XYZ.
@@ -278,7 +340,7 @@ def xyz_args(axis_label: str, values: str) -> list[Any]:
 
 
 def test_xyz_factor_axis_gives_each_cell_its_image(plain: Plain, factor2_small: dict[str, Any]) -> None:
-    payload = flux_payload(
+    payload = family_payload(
         script_name="x/y/z plot",
         script_args=xyz_args("[ToDo] Factor", "1, 2"),
         alwayson_scripts=todo_args(True, 0),
@@ -291,7 +353,7 @@ def test_xyz_factor_axis_gives_each_cell_its_image(plain: Plain, factor2_small: 
     cells = dict(zip(info["infotexts"][1:], images[1:], strict=True))
     by_factor = {text: b64 for text, b64 in cells.items()}
     one = [b64 for text, b64 in by_factor.items() if "ToDo applied" not in text]
-    two = [b64 for text, b64 in by_factor.items() if "ToDo applied: 2x" in text]
+    two = [b64 for text, b64 in by_factor.items() if f"ToDo applied: {PROFILE.applied_small}" in text]
     assert len(one) == 1 and len(two) == 1, list(cells)
     assert pixels(one[0]) == pixels(plain["small"]), "the factor-1 cell is not the plain image"
     assert pixels(two[0]) == pixels(image_b64(factor2_small)), "the factor-2 cell is not the factor-2 image"
@@ -310,10 +372,11 @@ def test_an_interrupted_job_leaves_nothing_behind(plain: Plain, factor2_small: d
     """Interrupt a ToDo job while it samples; the next plain and ToDo jobs are as before."""
     console.mark()
     result: dict[str, Any] = {}
+    size, steps = PROFILE.interrupt
 
     def long_job() -> None:
         result["response"] = call(
-            "POST", "/sdapi/v1/txt2img", flux_payload(size=512, steps=40, alwayson_scripts=todo_args(True, 2))
+            "POST", "/sdapi/v1/txt2img", family_payload(size=size, steps=steps, alwayson_scripts=todo_args(True, 2))
         )
 
     worker = threading.Thread(target=long_job)
@@ -351,15 +414,15 @@ def select_model(file_name: str) -> str:
 
 
 def test_a_model_switch_to_sd15_and_back_leaves_nothing_behind(
-    flux: str, plain: Plain, factor2_small: dict[str, Any]
+    model: str, plain: Plain, factor2_small: dict[str, Any]
 ) -> None:
-    flux_file = next(Path(m["filename"]).name for m in get("/sdapi/v1/sd-models") if m["title"] == flux)
+    own_file = next(Path(m["filename"]).name for m in get("/sdapi/v1/sd-models") if m["title"] == model)
     select_model(SWITCH_TO)
     try:
         small_unet = generate(
             "txt2img",
             {
-                **flux_payload(size=64),
+                **family_payload(size=64),
                 "cfg_scale": 5,
                 "scheduler": "Automatic",
                 "alwayson_scripts": todo_args(True, 2, 2),
@@ -367,11 +430,13 @@ def test_a_model_switch_to_sd15_and_back_leaves_nothing_behind(
         )
         assert todo_params(small_unet).get("ToDo applied") == "2x/2x", infotext(small_unet)
     finally:
-        select_model(flux_file)
+        select_model(own_file)
     after = txt2img()
-    assert pixels(image_b64(after)) == pixels(plain["small"]), "the plain Flux job after the switch differs"
+    assert pixels(image_b64(after)) == pixels(plain["small"]), f"the plain {FAMILY} job after the switch differs"
     again = txt2img(alwayson_scripts=todo_args(True, 2))
-    assert pixels(image_b64(again)) == pixels(image_b64(factor2_small)), "the ToDo Flux job after the switch differs"
+    assert pixels(image_b64(again)) == pixels(image_b64(factor2_small)), (
+        f"the ToDo {FAMILY} job after the switch differs"
+    )
 
 
 # Recording the webui without ToDo.
@@ -379,6 +444,6 @@ def test_a_model_switch_to_sd15_and_back_leaves_nothing_behind(
 
 def test_record_the_webui_without_todo(plain: Plain, todo_installed: bool) -> None:
     if not RECORD_PATH:
-        pytest.skip("TODO_DIT_RECORD is not set")
+        pytest.skip("TODO_FAMILY_RECORD is not set")
     assert not todo_installed, "record against a webui WITHOUT sd-webui-todo installed"
     Path(RECORD_PATH).write_text(json.dumps({name: digest(plain[name]) for name in RECORDED}, indent=1) + "\n")
