@@ -1,0 +1,351 @@
+"""ToDo on diffusers' real Lumina2Transformer2DModel and ZImageTransformer2DModel (small configs, random weights),
+end to end through lib_todo.apply: the DiT engine with the NextDiT family (lib_todo.backends.lumina).
+
+The reference is the ORIGINAL model with its attention kernel swapped for ToDo written by hand
+(tests/dit_reference.py) on the calls the test knows by their key length: the noise refiners' and the main
+layers'; every other call (context refiners, SigLIP refiners) runs the original kernel."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from dit_reference import attention_by_hand, kept_keys
+
+import lib_todo
+from lib_todo import TodoSettings
+from lib_todo.backends import dit, dit_diffusers, lumina
+
+diffusers = pytest.importorskip("diffusers")
+transformer_lumina2 = pytest.importorskip("diffusers.models.transformers.transformer_lumina2")
+transformer_z_image = pytest.importorskip("diffusers.models.transformers.transformer_z_image")
+
+CAP_DIM, CHANNELS, MULTIPLE = 24, 4, 32
+
+
+def randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """Every parameter drawn anew (diffusers starts pad tokens and some gates at zero, which would hide attention
+    from the output); norm scales around 1."""
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        p.data.normal_(0.0, 0.2)
+        if "norm" in name and p.dim() == 1:
+            p.data += 1.0
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def lumina2():
+    torch.manual_seed(0)
+    model = diffusers.Lumina2Transformer2DModel(
+        patch_size=2, in_channels=CHANNELS, hidden_size=48, num_layers=2, num_refiner_layers=1,
+        num_attention_heads=3, num_kv_heads=1, multiple_of=16, axes_dim_rope=(4, 6, 6), cap_feat_dim=CAP_DIM,
+    )  # fmt: skip
+    return randomised(model)
+
+
+@pytest.fixture(scope="module")
+def z_image():
+    torch.manual_seed(0)
+    model = diffusers.ZImageTransformer2DModel(
+        in_channels=CHANNELS, dim=48, n_layers=2, n_refiner_layers=1, n_heads=3, n_kv_heads=3, cap_feat_dim=CAP_DIM,
+        axes_dims=[4, 6, 6], axes_lens=[512, 64, 64], siglip_feat_dim=8,
+    )  # fmt: skip
+    return randomised(model)
+
+
+def assert_matches_and_changed(got, expected, plain):
+    """Equal to the hand reference to float noise (1e-6 of the output's scale), and far from the plain model."""
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * scale)
+    assert (got - plain).abs().max() > 1e-3 * scale
+
+
+def per_item_todo(q, k, v, starts, grid, factor, scale=None, mask=None, balance=True):
+    """ToDo by hand on (B, heads, L, D), the image starting at starts[b] in item b."""
+    outs = []
+    for b, start in enumerate(starts):
+        keep, bias = kept_keys(start, grid, factor, k.shape[2])
+        bias = bias if balance else [0.0] * len(bias)
+        item_mask = None if mask is None else mask[b : b + 1] if mask.shape[0] > 1 else mask
+        outs.append(attention_by_hand(q[b : b + 1], k[b : b + 1], v[b : b + 1], keep, bias, scale, item_mask))
+    return torch.cat(outs)
+
+
+def hand_kernel(layouts: dict[int, list[int]], grid, factor, balance="channel"):
+    """(q, k, v, mask, scale) -> ToDo by hand where the key length is in `layouts` (its per-item starts), else
+    None: the caller runs the original kernel."""
+
+    def kernel(q, k, v, mask=None, scale=None):
+        starts = layouts.get(k.shape[2])
+        if starts is None:
+            return None
+        return per_item_todo(q, k, v, starts, grid, factor, scale, mask, balance != "off")
+
+    return kernel
+
+
+# Lumina 2
+
+
+def lumina2_inputs(latent_hw, caption_lengths, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    b, t = len(caption_lengths), max(caption_lengths)
+    mask = torch.zeros(b, t, dtype=torch.long)
+    for i, n in enumerate(caption_lengths):
+        mask[i, :n] = 1
+    return {
+        "hidden_states": torch.randn(b, CHANNELS, *latent_hw, generator=g),
+        "timestep": torch.tensor([0.3, 0.8][:b]),
+        "encoder_hidden_states": torch.randn(b, t, CAP_DIM, generator=g),
+        "encoder_attention_mask": mask,
+    }
+
+
+def run(model, inputs):
+    with torch.no_grad():
+        out = model(**inputs).sample
+    if isinstance(out, list):  # Z-Image: one (C, F, H, W) per item
+        return torch.stack(out) if len({o.shape for o in out}) == 1 else out
+    return out
+
+
+def lumina2_by_hand(model, monkeypatch, inputs, factor, balance="channel"):
+    """The original model with `F.scaled_dot_product_attention` of its processor doing ToDo by hand on the noise
+    refiner (keys = the image) and the main layers (keys = each item's caption, the image, zero padding)."""
+    h, w = (s // 2 for s in inputs["hidden_states"].shape[-2:])
+    captions = inputs["encoder_attention_mask"].sum(1).tolist()
+    layouts = {h * w: [0] * len(captions), max(captions) + h * w: captions}
+    kernel = hand_kernel(layouts, (1, h, w), factor, balance)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def scaled_dot_product_attention(query, key, value, attn_mask=None, scale=None, **kwargs):
+        out = kernel(query, key, value, attn_mask, scale)
+        return sdpa(query, key, value, attn_mask=attn_mask, scale=scale, **kwargs) if out is None else out
+
+    namespace = types.SimpleNamespace(scaled_dot_product_attention=scaled_dot_product_attention)
+    monkeypatch.setattr(transformer_lumina2, "F", namespace)
+    try:
+        return run(model, inputs)
+    finally:
+        monkeypatch.undo()
+
+
+def test_lumina2_factor_one_installs_nothing_and_is_bit_identical(lumina2):
+    inputs = lumina2_inputs((12, 16), [7, 4])
+    reference = run(lumina2, inputs)
+    handle = lib_todo.apply(lumina2, TodoSettings(factor=1))
+    assert not handle.installed and not dit_diffusers.has_todo(lumina2)
+    assert torch.equal(run(lumina2, inputs), reference)
+    handle.remove()
+
+
+@pytest.mark.parametrize(
+    ("latent_hw", "captions", "factor", "balance"),
+    [
+        ((12, 16), [7, 4], 2, "channel"),
+        ((12, 16), [7, 4], 2, "mask"),
+        ((12, 16), [7, 4], 2, "off"),
+        ((14, 10), [7, 7], 2, "channel"),
+        ((12, 18), [3, 9], 3, "channel"),
+        ((12, 16), [5], 2, "channel"),
+    ],
+)
+def test_lumina2_equals_todo_by_hand_with_per_item_caption_lengths(
+    lumina2, monkeypatch, latent_hw, captions, factor, balance
+):
+    """Items whose captions differ in length put the image at a different index each (a key mask then too)."""
+    inputs = lumina2_inputs(latent_hw, captions)
+    plain = run(lumina2, inputs)
+    with lib_todo.patched(lumina2, TodoSettings(factor=factor), balance=balance) as handle:
+        got = run(lumina2, inputs)
+        assert not dit.installed_anywhere() and transformer_lumina2.F is torch.nn.functional
+    assert handle.applied == {1: float(factor)}
+    assert handle.state.calls == 3 and handle.state.skipped == {}  # 1 noise refiner + 2 layers; context refiner: 0
+    assert not dit_diffusers.has_todo(lumina2)
+    expected = lumina2_by_hand(lumina2, monkeypatch, inputs, factor, balance)
+    assert_matches_and_changed(got, expected, plain)
+
+
+def test_lumina2_context_refiner_is_untouched(lumina2):
+    """The caption-only refiner's calls go to torch's own SDPA with their arguments as the processor made them."""
+    inputs = lumina2_inputs((12, 16), [7, 4])
+    seen = []
+    refiner = lumina2.context_refiner[0].attn
+
+    def watch(module, args, kwargs, output):
+        seen.append(output)
+
+    hook = refiner.register_forward_hook(watch, with_kwargs=True)
+    try:
+        run(lumina2, inputs)
+        with lib_todo.patched(lumina2, TodoSettings(factor=2)):
+            run(lumina2, inputs)
+    finally:
+        hook.remove()
+    assert torch.equal(seen[0], seen[1])
+
+
+def test_lumina2_exception_mid_forward_restores_everything(lumina2):
+    inputs = lumina2_inputs((12, 16), [7, 4])
+    reference = run(lumina2, inputs)
+    hook = lumina2.layers[1].register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
+    try:
+        with pytest.raises(RuntimeError, match="stop"):
+            with lib_todo.patched(lumina2, TodoSettings(factor=2)) as handle:
+                run(lumina2, inputs)
+    finally:
+        hook.remove()
+    assert handle.state.calls == 2  # the noise refiner and the first layer ran with ToDo
+    assert not dit_diffusers.has_todo(lumina2) and not dit.installed_anywhere()
+    assert transformer_lumina2.F is torch.nn.functional
+    assert torch.equal(run(lumina2, inputs), reference)
+
+
+def test_lumina2_remove_by_pipeline_and_auto_at_native(lumina2):
+    holder = types.SimpleNamespace(transformer=lumina2)
+    handle = lib_todo.apply(holder, TodoSettings(factor=2))
+    assert dit_diffusers.has_todo(lumina2) and lib_todo.remove(holder) == 2
+    assert not dit_diffusers.has_todo(lumina2)
+    handle.remove()
+    inputs = lumina2_inputs((12, 16), [7, 4])
+    reference = run(lumina2, inputs)
+    with lib_todo.patched(lumina2, TodoSettings()) as handle:  # auto: 96 x 128 px is far below 1024 px
+        assert torch.equal(run(lumina2, inputs), reference)
+    assert handle.state.calls == 0
+    with lib_todo.patched(lumina2, TodoSettings(), native_px=48) as handle:  # 6 x 8 tokens = 2x a 48 px native
+        run(lumina2, inputs)
+    assert handle.applied == {1: 2.0}
+
+
+# Z-Image
+
+
+def z_inputs(latent_hw, caption_lengths, seed=1, **extra):
+    g = torch.Generator().manual_seed(seed)
+    sizes = latent_hw if isinstance(latent_hw, list) else [latent_hw] * len(caption_lengths)
+    return {
+        "x": [torch.randn(CHANNELS, 1, *hw, generator=g) for hw in sizes],
+        "t": torch.tensor([0.3, 0.8][: len(caption_lengths)]),
+        "cap_feats": [torch.randn(n, CAP_DIM, generator=g) for n in caption_lengths],
+        **extra,
+    }
+
+
+def padded(n):
+    return n + (-n) % MULTIPLE
+
+
+def z_by_hand(model, monkeypatch, inputs, layouts, grid, factor, balance="channel"):
+    """The original model with its dispatch doing ToDo by hand on the keys whose length is in `layouts`."""
+    kernel = hand_kernel(layouts, grid, factor, balance)
+    dispatch = transformer_z_image.dispatch_attention_fn
+
+    def dispatch_attention_fn(query, key, value, attn_mask=None, **kwargs):  # (B, L, heads, D)
+        out = kernel(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask)
+        return dispatch(query, key, value, attn_mask=attn_mask, **kwargs) if out is None else out.transpose(1, 2)
+
+    monkeypatch.setattr(transformer_z_image, "dispatch_attention_fn", dispatch_attention_fn)
+    try:
+        return run(model, inputs)
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize(
+    ("latent_hw", "captions", "factor", "balance"),
+    [
+        ((12, 16), [7, 70], 2, "channel"),
+        ((12, 16), [7, 70], 2, "off"),
+        ((14, 10), [7, 20], 2, "channel"),
+        ((12, 18), [70, 70], 3, "channel"),
+    ],
+)
+def test_z_image_equals_todo_by_hand_with_pads_kept_whole(z_image, monkeypatch, latent_hw, captions, factor, balance):
+    """Noise refiner [image, pads]; main layers [image, pads, caption, pads] (image first); items whose captions pad
+    to different lengths get zeros and a key mask."""
+    inputs = z_inputs(latent_hw, captions)
+    plain = run(z_image, inputs)
+    with lib_todo.patched(z_image, TodoSettings(factor=factor), balance=balance) as handle:
+        got = run(z_image, inputs)
+    assert handle.applied == {1: float(factor)}
+    assert handle.state.calls == 3 and handle.state.skipped == {}
+    assert not dit_diffusers.has_todo(z_image) and not dit.installed_anywhere()
+    grid = (1, latent_hw[0] // 2, latent_hw[1] // 2)
+    image = padded(grid[1] * grid[2])
+    caps = [padded(n) for n in captions]
+    assert len({image, max(caps), image + max(caps)}) == 3  # the hand kernel tells the calls apart by length
+    layouts = {image: [0, 0], image + max(caps): [0, 0]}
+    expected = z_by_hand(z_image, monkeypatch, inputs, layouts, grid, factor, balance)
+    assert_matches_and_changed(got, expected, plain)
+
+
+def test_z_image_omni_serves_the_target_and_keeps_condition_images_whole(z_image, monkeypatch):
+    """Omni: per item [captions, condition image, target, SigLIP]; the target's start differs per item."""
+    g = torch.Generator().manual_seed(4)
+    target = [torch.randn(CHANNELS, 1, 12, 16, generator=g) for _ in range(2)]  # 6 x 8 tokens, padded to 64
+    conds = [torch.randn(CHANNELS, 1, 8, 8, generator=g), torch.randn(CHANNELS, 1, 12, 12, generator=g)]  # 32, 64
+    inputs = {
+        "x": [[conds[0], target[0]], [conds[1], target[1]]],
+        "t": torch.tensor([0.3, 0.8]),
+        "cap_feats": [[torch.randn(n, CAP_DIM, generator=g) for n in item] for item in ([5, 9], [20, 40])],
+        "siglip_feats": [[torch.randn(3, 3, 8, generator=g), None], [torch.randn(4, 2, 8, generator=g), None]],
+        "image_noise_mask": [[0, 1], [0, 1]],
+    }
+    plain = run(z_image, inputs)
+    with lib_todo.patched(z_image, TodoSettings(factor=2)) as handle:
+        got = run(z_image, inputs)
+    assert handle.applied == {1: 2.0} and handle.state.calls == 3 and handle.state.skipped == {}
+    # captions 32 + 32 and 32 + 64; images 32 + 64 and 64 + 64; SigLIP 32 + 32 each
+    layouts = {128: [32, 64], 288: [64 + 32, 96 + 64]}
+    expected = z_by_hand(z_image, monkeypatch, inputs, layouts, (1, 6, 8), 2)
+    assert_matches_and_changed(got, expected, plain)
+
+
+def test_z_image_called_positionally_as_its_pipeline_does(z_image):
+    """ZImagePipeline passes `x, t, cap_feats` by position: the call is read the same as by keyword."""
+    inputs = z_inputs((12, 16), [7, 70])
+    with lib_todo.patched(z_image, TodoSettings(factor=2)) as handle:
+        by_name = run(z_image, inputs)
+        with torch.no_grad():
+            by_position = torch.stack(z_image(inputs["x"], inputs["t"], inputs["cap_feats"], return_dict=False)[0])
+    assert torch.equal(by_name, by_position) and handle.state.calls == 6 and handle.state.skipped == {}
+
+
+def test_z_image_items_of_different_sizes_are_sat_out(z_image):
+    inputs = z_inputs([(12, 16), (16, 12)], [7, 7])
+    reference = run(z_image, inputs)
+    with lib_todo.patched(z_image, TodoSettings(factor=2)) as handle:
+        out = run(z_image, inputs)
+    assert all(torch.equal(a, b) for a, b in zip(out, reference, strict=True))
+    assert handle.state.calls == 0 and handle.state.skipped == {"no grid": 1}
+
+
+def test_z_image_factor_one_remove_and_exception(z_image):
+    inputs = z_inputs((12, 16), [7, 70])
+    reference = run(z_image, inputs)
+    handle = lib_todo.apply(z_image, TodoSettings(factor=1))
+    assert not handle.installed and torch.equal(run(z_image, inputs), reference)
+    original = transformer_z_image.dispatch_attention_fn
+    hook = z_image.layers[0].register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
+    try:
+        with pytest.raises(RuntimeError, match="stop"):
+            with lib_todo.patched(z_image, TodoSettings(factor=2)) as handle:
+                run(z_image, inputs)
+    finally:
+        hook.remove()
+    assert handle.state.calls == 1  # the noise refiner ran with ToDo
+    assert transformer_z_image.dispatch_attention_fn is original and not dit.installed_anywhere()
+    assert not dit_diffusers.has_todo(z_image) and torch.equal(run(z_image, inputs), reference)
+
+
+def test_families_by_name(lumina2, z_image):
+    from lib_todo.backends import dit_family
+
+    assert dit_family(lumina2, "diffusers") is lumina.DIFFUSERS_LUMINA
+    assert dit_family(z_image, "diffusers") is lumina.DIFFUSERS_Z_IMAGE
+    assert not lumina.is_forge_nextdit(lumina2) and not lumina.is_forge_nextdit(z_image)  # Neo's NextDiT only
+    assert lumina.DIFFUSERS_LUMINA.name == "Lumina 2" and lumina.DIFFUSERS_Z_IMAGE.name == "Z-Image"
+    assert lumina.DIFFUSERS_LUMINA.native_px == lumina.DIFFUSERS_Z_IMAGE.native_px == 1024
+    assert lumina.DIFFUSERS_Z_IMAGE.layout().native_latent == 64  # tokens per side at 1024 px
