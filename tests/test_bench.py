@@ -1,10 +1,15 @@
-"""The benchmark: `python -m lib_todo.bench --quick` on CPU, every CLI error path, the estimator, the plot,
-the model registry, and the attention kernels and configurations."""
+"""The benchmark: `python -m lib_todo.bench --quick` on CPU, every CLI error path, the estimator and its A/A noise
+floor, the plot, the family interface and registry (UNets, a tiny Flux block, a video family's sizes), the studies,
+replotting earlier JSONs, the attention kernels and configurations, and the package's import structure."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -16,7 +21,7 @@ import torch.nn.functional as F
 
 from lib_todo import bench
 from lib_todo.bench import measure, registry, report
-from lib_todo.bench.variants import BASELINE, Config
+from lib_todo.bench.family import AA, BASELINE, Config, Family, Size, video_size
 
 REPO = Path(__file__).resolve().parent.parent
 PROG = "python -m lib_todo.bench"
@@ -37,10 +42,14 @@ def test_quick_json_shape(quick_run):
     assert {"python", "torch", "diffusers"} <= set(data["versions"])
     assert data["versions"]["torch"] == torch.__version__
     assert data["args"]["quick"] is True and data["args"]["warmup"] == 1 and data["timestamp"]
+    assert data["schema"] == report.SCHEMA == 2 and "A/A" in data["noise"] and data["estimator"]
+    assert data["models"]["sd15"].startswith("sd15 UNet (diffusers), width 32")
     rows = data["rows"]
-    assert rows and all(set(measure.ROW_FIELDS) <= set(r) for r in rows)
+    assert rows and all(list(r) == list(measure.ROW_FIELDS) for r in rows)
     assert not [r for r in rows if r["error"] or r["skipped"]]
-    assert {"baseline", "bound", "auto", "f2", "f2+l2", "tome"} <= {r["config"] for r in rows}
+    assert {"baseline", "baseline (A/A)", "bound", "auto", "f2", "f2+l2", "tome"} <= {r["config"] for r in rows}
+    for size in {r["size"] for r in rows}:  # every cell has its A/A row, right after its baseline
+        assert [r["config"] for r in rows if r["size"] == size][:2] == ["baseline", "baseline (A/A)"]
     assert out.with_suffix(".png").stat().st_size > 1000
     assert sorted(p.name for p in out.parent.iterdir()) == ["bench.json", "bench.png"]  # no temporary file left
     assert stdout.startswith("| model | kernel | size | config |")
@@ -56,6 +65,9 @@ def test_quick_times_and_speedups_agree(quick_run):
             continue
         assert r["ms"] * r["speedup"] == pytest.approx(r["base_ms"])
         assert r["ratio_low"] <= r["speedup"] <= r["ratio_high"]
+        if r["config"] == "baseline (A/A)":
+            assert r["rel_change"] == 0.0  # the same call again: the same output, bit for bit
+            continue
         assert 0.0 < r["rel_change"] < 1.0 or r["applied"] == "1x/1x"
         if r["config"] == "f2":
             assert r["applied"] == "2x/1x" and r["ideal_ms"] > 0 and r["share_of_ideal"] > 0
@@ -70,6 +82,33 @@ def test_quick_todo_is_faster_at_the_largest_size(quick_run):
     assert len(todo) == 2
     for r in todo:
         assert r["speedup"] > 1.0, r
+
+
+def test_quick_noise_floor_is_the_aa_spread_and_marks_each_row(quick_run, capsys):
+    """noise = the largest distance from 1 of the A/A round ratios; a row is within noise when its speed-up is."""
+    rows = quick_run[0]["rows"]
+    for size in {r["size"] for r in rows}:
+        cell = {r["config"]: r for r in rows if r["size"] == size}
+        base, aa = cell["baseline"], cell["baseline (A/A)"]
+        ratios = [b / a for b, a in zip(base["round_ms"], aa["round_ms"], strict=True)]
+        noise = max(abs(x - 1.0) for x in ratios)
+        assert aa["noise"] == pytest.approx(noise, rel=1e-3, abs=1e-4)
+        assert aa["ratio_low"] == pytest.approx(min(ratios), rel=1e-3)
+        for r in cell.values():
+            assert r["noise"] == aa["noise"]
+            if r["config"] != "baseline":
+                assert r["within_noise"] == (abs(r["speedup"] - 1.0) <= r["noise"])
+    table = quick_run[2]
+    assert f"noise floor ±{100 * rows[1]['noise']:.1f}%" in table
+    marked = [r for r in rows if r["within_noise"] and r["config"] != "baseline (A/A)"]
+    assert table.count("(within noise)") == len(marked)
+
+
+def test_aa_runs_amid_the_configurations_not_beside_the_baseline():
+    configs = bench.unet_configs([2.0], {"bound", "auto", "f", "tome"})
+    series = [measure.Series(BASELINE), measure.Series(AA)] + [measure.Series(c) for c in configs]
+    order = [s.config.name for s in measure._timing_order(series)]
+    assert order == ["baseline", "bound", "auto", "baseline (A/A)", "f2", "tome"]
 
 
 @pytest.fixture
@@ -118,6 +157,23 @@ def _refused(capsys: pytest.CaptureFixture, argv: list[str], flag: str, value: s
         (["--kernels", "flash"], "--kernels", "flash", "sdpa, chunked"),
         (["--configs", "fast"], "--configs", "fast", "bound, auto"),
         (["--out", "results.txt"], "--out", "results.txt", "ending in .json"),
+        (["--models", "flux-double", "--sizes", "1000"], "--sizes", "1000", "multiples of 16"),
+        (
+            ["--models", "flux-double", "--configs", "tome"],
+            "--configs",
+            "tome",
+            "for flux-double: bound, auto, f, f-nb",
+        ),
+        (["--models", "sd15,flux-single", "--configs", "f-nb"], "--configs", "f-nb", "for sd15: bound, auto, f, f+l2"),
+        (["--models", "flux-double", "--width", "64"], "--width", "64", "for flux-double: a multiple of 128"),
+        (["--models", "flux-double", "--width", "x"], "--width", "x", "a multiple of 128 from 128 to 3072"),
+        (["--models", "sd15", "--width", "3072"], "--width", "3072", "for sd15: a multiple of 32 from 32 to 1280"),
+        (["--models", "flux-single", "--factors", "0.5"], "--factors", "0.5", "from 1 to 8"),
+        (["--models", "flux-double", "--kernels", "flash"], "--kernels", "flash", "sdpa, chunked"),
+        (["--clock", "sundial"], "--clock", "sundial", "auto, wall, cpu-time"),
+        (["--study", "nope"], "--study", "nope", "balance, attention, bias"),
+        (["--study", "balance", "--models", "sd15"], "--models", "sd15", "no model options with --study"),
+        (["--study", "bias", "--sizes", "1000"], "--sizes", "1000", "multiples of 16"),
     ],
 )
 def test_bad_option_is_one_line_before_anything_is_built(capsys, no_build, argv, flag, value, accepted):
@@ -179,7 +235,7 @@ def test_help_shows_every_default(capsys):
 
 def test_a_new_model_family_is_one_entry(capsys, monkeypatch, tmp_path):
     """An entry whose package is missing is accepted by --models and listed with the reason, not dropped."""
-    entry = registry.ModelEntry("fake", "a family that needs a package", registry.build, (("no_such_pkg", "pip x"),))
+    entry = Family("fake", "a family that needs a package", registry.build, (("no_such_pkg", "pip x"),))
     monkeypatch.setitem(registry.MODELS, "fake", entry)
     out = tmp_path / "r.json"
     argv = ["--models", "fake", "--sizes", "64,128", "--kernels", "sdpa,chunked", "--out", str(out)]
@@ -198,29 +254,51 @@ def test_a_new_model_family_is_one_entry(capsys, monkeypatch, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no plot of nothing, no temporary file
 
 
+def test_a_video_family_takes_sizes_with_frames(capsys, monkeypatch, tmp_path):
+    """A family that writes its sizes with a frame count (Wan) plugs in by its `parse_size`: the sizes reach its
+    rows with their frames, and a size it cannot take is refused in one line."""
+    assert video_size("480p x 17 frames") == Size(832, 480, 17) == video_size("832x480x17")
+    assert video_size("720p") == Size(1280, 720, 17) and video_size("720p").label == "1280x720x17f"
+    wan = Family("wan-block", "a video DiT block", registry.build, (("no_such_pkg", "pip x"),), kernels=("sdpa",),
+                 parse_size=video_size, sizes={"cpu": "480p"})  # fmt: skip
+    monkeypatch.setitem(registry.MODELS, "wan-block", wan)
+    out = tmp_path / "r.json"
+    assert bench.main(["--models", "wan-block", "--sizes", "480px5,832x480x33", "--out", str(out)]) == 1
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["size"], r["width_px"], r["height_px"], r["frames"]) for r in rows] == [
+        ("832x480x5f", 832, 480, 5),
+        ("832x480x33f", 832, 480, 33),
+    ]
+    capsys.readouterr()
+    assert bench.main(["--models", "wan-block", "--out", str(out)]) == 1  # the family's own default size
+    assert [r["size"] for r in json.loads(out.read_text())["rows"]] == ["832x480x17f"]
+    capsys.readouterr()
+    assert "frames" in _refused(capsys, ["--models", "wan-block", "--sizes", "480x270x2"], "--sizes", "480x270x2")
+
+
 def test_missing_ldm_lists_its_rows(capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ldm", None)  # as if stable-diffusion-sdkit were not installed
     out = tmp_path / "r.json"
     assert bench.main(["--models", "ldm-sd15", "--sizes", "64", "--out", str(out)]) == 1
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["skipped"] == f"needs ldm ({registry.LDM_INSTALL})"
+    assert row["skipped"] == f"needs ldm ({bench.families.unet.LDM_INSTALL})"
 
 
 @pytest.fixture(scope="module")
-def small_sd15() -> bench.model.UnetModel:
+def small_sd15() -> bench.UnetModel:
     torch.set_num_threads(1)
     return bench.load_model("sd15", 32, torch.device("cpu"))
 
 
 def test_rows_that_cannot_run_are_listed_with_the_reason(monkeypatch, small_sd15):
-    configs = bench.make_configs([2.0], {"f", "tome"})
+    configs = bench.unet_configs([2.0], {"f", "tome"})
     monkeypatch.setitem(sys.modules, "tomesd", None)  # as if tomesd were not installed
     series = measure.measure_cell(small_sd15, configs, (128, 128), repeats=1, warmup=0, budget_s=60)
     rows = measure.make_rows("sd15", "sdpa", (128, 128), series)
-    assert [r["config"] for r in rows] == ["baseline", "f2", "tome"]
-    tome = rows[2]
+    assert [r["config"] for r in rows] == ["baseline", "baseline (A/A)", "f2", "tome"]
+    tome = rows[3]
     assert tome["skipped"] == "tomesd not installed (pip install tomesd)" and tome["speedup"] is None
-    assert rows[1]["speedup"] > 0 and rows[1]["skipped"] is None
+    assert rows[2]["speedup"] > 0 and rows[2]["skipped"] is None
     assert "skipped: tomesd not installed" in report.markdown_table(rows)
 
 
@@ -242,37 +320,47 @@ class _FailsAfterFirstCall:
 
 
 def test_a_configuration_failing_in_a_later_round_is_listed_and_the_others_go_on(small_sd15):
-    configs = bench.make_configs([2.0], {"bound", "f"})
+    configs = bench.unet_configs([2.0], {"bound", "f"})
     series = measure.measure_cell(_FailsAfterFirstCall(small_sd15), configs, (128, 128), 2, 1, 60)
-    base, bound, f2 = measure.make_rows("sd15", "sdpa", (128, 128), series)
+    base, aa, bound, f2 = measure.make_rows("sd15", "sdpa", (128, 128), series)
     assert f2["error"] == "RuntimeError in a later round: out of memory" and f2["speedup"] is None
-    assert bound["rounds"] == base["rounds"] == 2 and bound["speedup"] > 1.0
+    assert bound["rounds"] == base["rounds"] == aa["rounds"] == 2 and bound["speedup"] > 0 and not bound["error"]
     assert "failed: RuntimeError in a later round" in report.markdown_table([base, bound, f2])
 
 
-def test_one_estimator_for_times_ratios_and_ideal():
+def test_one_estimator_for_times_ratios_ideal_and_noise():
     bound, f2 = Config("bound", "bound"), Config("f2", "todo", has_ideal=True)
+    auto = Config("auto", "todo", has_ideal=True)
     series = [
         measure.Series(BASELINE, ms=[100.0, 130.0, 90.0]),
+        measure.Series(AA, ms=[98.0, 134.0, 90.0], ratios=[1.02, 0.97, 1.0]),
         measure.Series(bound, ms=[50.0, 50.0, 60.0], ratios=[2.0, 2.6, 1.5]),
-        measure.Series(f2, ms=[80.0, 80.0, 60.0], ratios=[1.25, 1.625, 1.5], level1_factor=2.0),
+        measure.Series(f2, ms=[80.0, 80.0, 60.0], ratios=[1.25, 1.625, 1.5], kept=0.25),
+        measure.Series(auto, ms=[98.0, 126.0, 88.0], ratios=[1.02, 1.03, 1.02], kept=1.0),
     ]
-    base, bnd, f2_row = measure.make_rows("m", "sdpa", (512, 512), series)
+    base, aa, bnd, f2_row, auto_row = measure.make_rows("m", "sdpa", (512, 512), series)
     assert base["ms"] == 100.0 and base["speedup"] == 1.0
     assert bnd["speedup"] == 2.0 and bnd["ms"] == 50.0 and (bnd["ratio_low"], bnd["ratio_high"]) == (1.5, 2.6)
     assert f2_row["speedup"] == 1.5 and f2_row["ms"] == pytest.approx(100.0 / 1.5)
     ideal = 100.0 - (1 - 1 / 4) * (100.0 - 50.0)  # the bound's time is the baseline over its speed-up
     assert f2_row["ideal_ms"] == pytest.approx(ideal)
     assert f2_row["share_of_ideal"] == pytest.approx(ideal / (100.0 / 1.5))
+    assert auto_row["ideal_ms"] == 100.0  # kept everything: the ideal is the baseline
+    assert all(r["noise"] == pytest.approx(0.03) for r in (base, aa, bnd, f2_row, auto_row))
+    assert aa["speedup"] == 1.0 and aa["within_noise"] is True and base["within_noise"] is None
+    assert auto_row["within_noise"] is True and f2_row["within_noise"] is False and bnd["within_noise"] is False
+    assert "1.02x (within noise)" in report.markdown_table([auto_row])
+    assert "(within" not in report.markdown_table([f2_row])
 
 
 def _rows_at(sizes: list[str]) -> list[dict]:
     rows = []
     for i, size in enumerate(sizes):
-        w, h = bench.parse_size(size)
-        for config, speedup in (("baseline", 1.0), ("bound", 2.0 + i), ("f2", 1.5 + i)):
+        w, h, _ = bench.parse_size(size)
+        for config, speedup in (("baseline", 1.0), ("baseline (A/A)", 1.01), ("bound", 2.0 + i), ("f2", 1.5 + i),
+                                ("f2-nb", 1.4 + i)):  # fmt: skip
             rows.append({"model": "m", "kernel": "sdpa", "size": f"{w}x{h}", "width_px": w, "height_px": h,
-                         "config": config, "speedup": speedup})  # fmt: skip
+                         "config": config, "speedup": speedup, "noise": 0.04})  # fmt: skip
     return rows
 
 
@@ -286,10 +374,16 @@ def test_plot_shows_the_bound_at_any_number_of_sizes(sizes, tmp_path):
     fig, ax = plt.subplots()
     report.plot_panel(ax, _rows_at(sizes))
     lines = {line.get_label(): line for line in ax.get_lines()}
-    bound = lines["bound (L1 self-attn free)"]
+    bound = lines["bound"]
     assert bound.get_marker() not in (None, "None", "", " ") and len(bound.get_xdata()) == len(sizes)
     assert list(bound.get_ydata()) == [2.0 + i for i in range(len(sizes))]
-    assert lines["f2"].get_marker() == "o"
+    assert lines["f2"].get_marker() == "o" and lines["f2"].get_linestyle() == "-"
+    assert lines["f2-nb"].get_linestyle() == "--"  # a DiT's rows without balance are dashed
+    assert "baseline (A/A)" not in lines  # the A/A row is the shaded band, not a line
+    (band,) = ax.collections
+    assert band.get_label() == "noise floor (A/A)"
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert min(ys) == pytest.approx(0.96) and max(ys) == pytest.approx(1.04)
     plt.close(fig)
     png = tmp_path / "p.png"
     report.plot(_rows_at(sizes), png, "title")
@@ -308,6 +402,20 @@ def test_failed_write_leaves_no_temporary_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
     report.write_json(target, {"device": "x"}, [])
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_replot_reads_the_flux_jsons_of_the_first_engine(capsys, tmp_path):
+    """results/cpu/flux_blocks*.json were written by `python -m lib_todo.bench.flux` (schema 1): one plot of both
+    files, beside the first, and one table."""
+    for name in ("flux_blocks.json", "flux_blocks_2048.json"):
+        shutil.copy(REPO / "results" / "cpu" / name, tmp_path / name)
+    first, second = tmp_path / "flux_blocks.json", tmp_path / "flux_blocks_2048.json"
+    assert bench.main(["--replot", str(first), str(second)]) == 0
+    table = capsys.readouterr().out
+    n_rows = sum(len(json.loads(p.read_text())["rows"]) for p in (first, second))
+    assert table.count("| flux double block |") + table.count("| flux single block |") == n_rows
+    assert "| flux double block | sdpa | 2048x2048 | f2-nb |" in table
+    assert first.with_suffix(".png").stat().st_size > 1000 and not second.with_suffix(".png").exists()
 
 
 def test_replot_redraws_a_committed_result(capsys, tmp_path):
@@ -334,12 +442,12 @@ def test_kernels_agree_and_configs_restore(name):
     torch.set_num_threads(1)
     model = bench.load_model(name, 32, torch.device("cpu"))
     assert len(model.level1) == 5
-    args, kwargs = model.inputs(128, 128)
+    args, kwargs = model.inputs(Size(128, 128))
     with model.context():
         base = model.call(args, kwargs)
         with model.kernel("chunked"):
             chunked = model.call(args, kwargs)
-            for config in bench.make_configs([2.0], {"bound", "f", "f+l2", "tome"}):
+            for config in bench.unet_configs([2.0], {"bound", "f", "f+l2", "tome"}):
                 assert model.cannot_run(config) is None
                 with model.configured(config):
                     assert bench.rel_change(model.call(args, kwargs), base) > 1e-4
@@ -353,12 +461,161 @@ def test_ldm_sdxl_builds_at_test_widths(width):
     model = bench.load_model("ldm-sdxl", width, torch.device("cpu"))
     assert len(model.level1) == 5  # SDXL's first attention level is /2, one block per level here
     with model.context():
-        out = model.call(*model.inputs(128, 128))
+        out = model.call(*model.inputs(Size(128, 128)))
     assert out.shape == (2, 4, 16, 16) and not math.isnan(float(out.float().sum()))
 
 
 def test_parse_size():
-    assert bench.parse_size("512") == (512, 512)
-    assert bench.parse_size("1000x744") == (1000, 744)
+    assert bench.parse_size("512") == Size(512, 512, 1)
+    assert bench.parse_size("1000x744") == Size(1000, 744) and bench.parse_size("1000x744").label == "1000x744"
     with pytest.raises(bench.OptionError, match="multiples of 8"):
         bench.parse_size("1001")
+    with pytest.raises(bench.OptionError, match="for flux-double; accepted: N or WxH in px, multiples of 16"):
+        bench.parse_size("1000", registry.MODELS["flux-double"])
+
+
+@pytest.fixture(scope="module")
+def tiny_flux_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    """The Flux blocks through the one engine, at 1 head (hidden 128) and 128/144 px: CI-sized, the real classes."""
+    out = tmp_path_factory.mktemp("flux") / "flux.json"
+    argv = ["--models", "flux-double,flux-single", "--width", "128", "--sizes", "128,144", "--factors", "2",
+            "--repeats", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table), contextlib.redirect_stderr(io.StringIO()) as log:
+        code = bench.main(argv)
+    assert code == 0, log.getvalue()[-3000:]
+    return json.loads(out.read_text()), table.getvalue()
+
+
+def test_flux_blocks_run_through_the_one_engine(tiny_flux_run):
+    data, stdout = tiny_flux_run
+    assert data["models"]["flux-double"] == "Flux double block (diffusers), hidden 128, 1 head of 128, bf16, batch 1"
+    rows = data["rows"]
+    assert all(list(r) == list(measure.ROW_FIELDS) for r in rows) and not [r for r in rows if r["error"]]
+    for model in ("flux-double", "flux-single"):
+        for size in ("128x128", "144x144"):
+            cell = [r for r in rows if r["model"] == model and r["size"] == size]
+            assert [r["config"] for r in cell] == ["baseline", "baseline (A/A)", "bound", "auto", "f2", "f2-nb"]
+            base, aa, bound, auto, f2, nb = cell
+            assert aa["rel_change"] == 0.0 and aa["noise"] is not None and bound["applied"] == "text keys only (1 attn)"
+            assert auto["applied"] == "not downsampled (0/1 calls)" and auto["rel_change"] == 0.0  # below 1536 px
+            assert f2["applied"] == "2x balanced (1/1 calls)" and nb["applied"] == "2x no balance (1/1 calls)"
+            assert 0.0 < f2["rel_change"] < nb["rel_change"]  # balance keeps the output closer, smooth inputs
+            bound_ms = base["ms"] / bound["speedup"]
+            kept = 16 / 64 if size == "128x128" else 25 / 81  # 144 px: a 9x9 grid, factor 2 keeps 5x5 cells
+            for r in (f2, nb):
+                assert r["ideal_ms"] == pytest.approx(base["ms"] - (1 - kept) * (base["ms"] - bound_ms))
+    assert stdout.startswith("| model | kernel | size | config |")
+    assert "| flux-single | sdpa | 144x144 | f2-nb |" in stdout
+
+
+def test_flux_ideal_uses_the_kept_share_of_image_keys():
+    """M/N of the image keys, border cells included: 3x3 grid at factor 2 keeps 2x2 = 4 of 9."""
+    from lib_todo.bench.families import dit
+
+    assert dit.kept_share((3, 3), 2.0) == pytest.approx(4 / 9) and dit.kept_share((64, 64), 1.0) == 1.0
+    names = [c.name for c in dit.dit_configs([2.0, 3.0], set(dit.KINDS))]
+    assert names == ["bound", "auto", "f2", "f3", "f2-nb", "f3-nb"]
+    assert [c.balance for c in dit.dit_configs([2.0], {"f", "f-nb"})] == [True, False]
+
+
+def test_studies_write_rows_of_the_one_schema(capsys, tmp_path):
+    """balance and attention: output change with and without balance; bias: timed by the engine, with its A/A."""
+    out = tmp_path / "study.json"
+    argv = ["--study", "attention,bias,balance", "--sizes", "128", "--factors", "2", "--repeats", "1", "--out",
+            str(out)]  # fmt: skip
+    assert bench.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["schema"] == 2 and data["args"]["study"] == "attention,bias,balance"
+    rows = data["rows"]
+    assert all(list(r) == list(measure.ROW_FIELDS) for r in rows)
+    attention = {r["config"]: r for r in rows if r["model"].startswith("joint attention")}
+    assert set(attention) == {"f2", "f2-nb"} and attention["f2"]["speedup"] is None
+    assert 0.0 < attention["f2"]["rel_change"] < attention["f2-nb"]["rel_change"]
+    transformer = {r["config"]: r for r in rows if r["model"].startswith("flux transformer")}
+    assert set(transformer) == {"f2", "f2-nb", "f2 avg-pool", "f2-nb avg-pool"}
+    assert transformer["f2"]["applied"] == "2x, 6/6 calls"
+    assert transformer["f2"]["rel_change"] < transformer["f2-nb"]["rel_change"]
+    bias = {r["config"]: r for r in rows if r["model"].startswith("balance bias")}
+    assert list(bias) == ["baseline", "baseline (A/A)", "mask", "extra-dim", "two-merged"]
+    assert all(bias[c]["speedup"] > 0 for c in bias)
+    assert float(bias["extra-dim"]["applied"].rsplit(" ", 1)[1]) < 0.02  # the same attention as the mask
+    assert out.with_suffix(".png").exists()  # the bias rows are timed, so they are plotted
+
+
+def test_the_bench_package_has_no_import_circle():
+    """By structure: every import between the bench's modules (also those inside functions) points one way."""
+    root = REPO / "lib_todo" / "bench"
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}  # fmt: skip
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1] if node.level else []
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                found = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules]
+                edges[name].update(found or ([target] if target in modules else []))
+            elif isinstance(node, ast.Import):
+                edges[name].update(a.name for a in node.names if a.name in modules)
+    assert "lib_todo.bench" not in set().union(*(edges[m] for m in modules if m != "lib_todo.bench.__main__"))
+    seen: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        seen[module] = 1
+        for nxt in sorted(edges[module]):
+            assert seen.get(nxt) != 1, "import circle: " + " -> ".join([*path, module, nxt])
+            if nxt not in seen:
+                visit(nxt, [*path, module])
+        seen[module] = 2
+
+    for module in sorted(modules):
+        if module not in seen:
+            visit(module, [])
+    assert "lib_todo.bench.families.flux" in edges["lib_todo.bench.registry"]  # the graph is really read
+
+
+def test_only_the_flux_adapter_touches_lib_todo_internals():
+    """One place to re-point when the DiT backend changes: FluxTodoAdapter in families/flux.py is the only code of
+    the bench that imports lib_todo.backends or lib_todo.joint_attention."""
+    root = REPO / "lib_todo" / "bench"
+    internal = ("backends", "joint_attention")
+    found = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        spans = {n.name: (n.lineno, n.end_lineno) for n in tree.body if isinstance(n, ast.ClassDef)}
+        for node in ast.walk(tree):
+            module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+            if module.split(".")[0] in internal or "lib_todo.backends" in module or "lib_todo.joint" in module:
+                start, end = spans.get("FluxTodoAdapter", (0, 0))
+                where = "adapter" if start <= node.lineno <= end else "elsewhere"
+                found.append((path.relative_to(root).as_posix(), where))
+    assert found and set(found) == {("families/flux.py", "adapter")}, found
+
+
+def test_flux_bound_attends_to_the_text_keys_only(monkeypatch):
+    """The Flux bound through the adapter equals the block's own attention with every image key masked out, and
+    the block's processor is put back after it."""
+    from diffusers.models.transformers import transformer_flux
+
+    from lib_todo.bench.families.flux import FluxTodoAdapter
+
+    txt = 5
+    torch.manual_seed(0)
+    block = transformer_flux.FluxSingleTransformerBlock(32, 2, 16).eval()
+    original = block.attn.processor
+    x = torch.randn(2, txt + 12, 32)
+    with torch.no_grad():
+        with FluxTodoAdapter.text_keys_only([block.attn], txt):
+            bound = block.attn(hidden_states=x)
+        assert block.attn.processor is original
+
+        def text_only(query, key, value, attn_mask=None, **kwargs):
+            logits = torch.einsum("blhd,bshd->bhls", query, key[:, :txt]) / math.sqrt(query.shape[-1])
+            return torch.einsum("bhls,bshd->blhd", logits.softmax(-1), value[:, :txt])
+
+        monkeypatch.setattr(transformer_flux, "dispatch_attention_fn", text_only)
+        expected = block.attn(hidden_states=x)
+    assert torch.allclose(bound, expected, atol=1e-5)

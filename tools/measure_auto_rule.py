@@ -2,43 +2,43 @@
 
     python tools/measure_auto_rule.py [--width 32] [--rounds 2] [--threads 2] [--batch 1] [--sizes 1024,2048]
 
-On diffusers' SD1.5 UNet architecture (random weights, channel width `--width`; 320 is the real model), one
-UNet call per configuration, interleaved in rotating order in each round, after one untimed warm-up call
-each at 256 px:
+On diffusers' SD1.5 UNet architecture (random weights, channel width `--width`; 320 is the real model), through
+the bench's one timing loop (`lib_todo.bench.measure`): one untimed round at 256 px (the same kernels at a fraction
+of the cost), then `--rounds` timed rounds at each size, the baseline, its A/A row and each configuration once per
+round in rotating order:
   - 2048 px, factor 4: level 2 = 1 (the authors' demo) against level 2 = 2 (our auto at ~2048 px);
   - 1024 px, factor 2, level 2 off: method "nearest" (the authors') against "nearest-exact" (our default).
-Speed-up = median over rounds of (baseline time / configuration time) within the round, with the range over
-rounds in brackets; the time shown is the median time. Output change = ||out - baseline|| / ||baseline||
-(relative L2), as the benchmark reports it.
+Speed-up = median over rounds of (baseline time / configuration time) within the round, spread over rounds in
+brackets, time = baseline median / speed-up, the A/A row's spread = the noise floor; output change =
+||out - baseline|| / ||baseline|| (relative L2). Prints the bench's table, then the distance between the outputs
+of "nearest" and "nearest-exact".
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import lib_todo  # noqa: E402
-from lib_todo.bench.unets import build, example_inputs  # noqa: E402
+from lib_todo import TodoSettings  # noqa: E402
+from lib_todo.bench import measure, report  # noqa: E402
+from lib_todo.bench.families.unet import load_model  # noqa: E402
+from lib_todo.bench.family import Config, Size  # noqa: E402
 
-WARM_UP_PX = 256
+WARM_UP = Size(256, 256)
 SIZES = (1024, 2048)
-CASES = {  # px: [(label, settings or None for the baseline)]
+CASES = {  # px: the configurations compared with the baseline
     2048: [
-        ("baseline", None),
-        ("factor 4, level 2 = 1", lib_todo.TodoSettings(factor=4, factor_level2=1)),
-        ("factor 4, level 2 = 2", lib_todo.TodoSettings(factor=4, factor_level2=2)),
+        Config("factor 4, level 2 = 1 (the authors' demo)", "todo", TodoSettings(factor=4, factor_level2=1)),
+        Config("factor 4, level 2 = 2 (auto)", "todo", TodoSettings(factor=4, factor_level2=2)),
     ],
     1024: [
-        ("baseline", None),
-        ("factor 2, nearest-exact", lib_todo.TodoSettings(factor=2, factor_level2=1, method="nearest-exact")),
-        ("factor 2, nearest", lib_todo.TodoSettings(factor=2, factor_level2=1, method="nearest")),
+        Config("factor 2, nearest-exact", "todo", TodoSettings(factor=2, factor_level2=1, method="nearest-exact")),
+        Config("factor 2, nearest", "todo", TodoSettings(factor=2, factor_level2=1, method="nearest")),
     ],
 }
 
@@ -70,49 +70,23 @@ def sizes(text: str) -> tuple[int, ...]:
 
 def head_width(text: str) -> int:
     value = positive_int(text)
-    if value % 8:
-        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: a multiple of 8 (SD1.5 has 8 heads)")
+    if value % 32:
+        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: a multiple of 32 (the UNet's group norm)")
     return value
 
 
-def call(unet: torch.nn.Module, args: tuple, kwargs: dict, settings: lib_todo.TodoSettings | None) -> tuple:
-    """(seconds, output) of one UNet call, with ToDo installed for it when `settings` is given."""
-    handle = lib_todo.apply(unet, settings) if settings else None
-    try:
-        with torch.no_grad():
-            start = time.perf_counter()
-            out = unet(*args, **kwargs).sample
-            return time.perf_counter() - start, out
-    finally:
-        if handle:
-            handle.remove()
+def nearest_gap(model, size: Size) -> float:
+    """||nearest - nearest-exact|| / ||baseline|| at `size`: how far apart the two methods' outputs lie."""
+    import lib_todo
 
-
-def measure(unet: torch.nn.Module, px: int, batch: int, rounds: int) -> None:
-    cases = CASES[px]
-    warm_args, warm_kwargs = example_inputs(unet, "sd15", batch, WARM_UP_PX, WARM_UP_PX)
-    for _, settings in cases:  # warm-up at a small size: the same kernels, at a fraction of the cost
-        call(unet, warm_args, warm_kwargs, settings)
-    args, kwargs = example_inputs(unet, "sd15", batch, px, px)
-    times: dict[str, list[float]] = {label: [] for label, _ in cases}
-    outs: dict[str, torch.Tensor] = {}
-    for r in range(rounds):
-        for label, settings in cases[r % len(cases) :] + cases[: r % len(cases)]:
-            seconds, outs[label] = call(unet, args, kwargs, settings)  # the same output every round
-            times[label].append(seconds)
-            print(f"  round {r + 1}: {px} px | {label} | {seconds * 1000:.0f} ms", flush=True)
-    base = outs["baseline"]
-    for label, _ in cases:
-        ratios = [b / t for b, t in zip(times["baseline"], times[label], strict=True)]
-        change = float((outs[label] - base).norm() / base.norm())
-        print(
-            f"{px} px | {label} | {statistics.median(times[label]) * 1000:.0f} ms | {statistics.median(ratios):.2f}x"
-            f" ({min(ratios):.2f}-{max(ratios):.2f}) | {change:.4f}",
-            flush=True,
-        )
-    if px == 1024:
-        gap = float((outs["factor 2, nearest"] - outs["factor 2, nearest-exact"]).norm() / base.norm())
-        print(f"{px} px | nearest vs nearest-exact | | | {gap:.4f}", flush=True)
+    args, kwargs = model.inputs(size)
+    with model.context():
+        base = model.call(args, kwargs)
+        outs = []
+        for method in ("nearest", "nearest-exact"):
+            with lib_todo.patched(model.unet, TodoSettings(factor=2, factor_level2=1, method=method)):
+                outs.append(model.call(args, kwargs))
+    return float((outs[0].float() - outs[1].float()).norm() / base.float().norm())
 
 
 def main() -> None:
@@ -124,11 +98,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=sizes, default=SIZES, help="which of 1024,2048 (default both)")
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
-    unet = build("sd15", width=opts.width)
-    print(f"CPU, torch {torch.__version__}, {opts.threads} threads, SD1.5 UNet width {opts.width}, batch {opts.batch}")
-    print("size | configuration | ms | speed-up (range) | output change (rel. L2 vs baseline)")
+    model = load_model("sd15", opts.width, torch.device("cpu"))
+    model.batch = opts.batch
+    clock = measure.clock_for(model.device)
+    print(f"{report.device_name(model.device)}, torch {torch.__version__}, SD1.5 UNet width {opts.width}, "
+          f"batch {opts.batch}, clock: {measure.CLOCKS[clock]}", flush=True)  # fmt: skip
+    rows = []
     for px in opts.sizes:
-        measure(unet, px, opts.batch, opts.rounds)
+        measure.measure_cell(model, CASES[px], WARM_UP, 1, 0, float("inf"), clock)  # warm-up, discarded
+        series = measure.measure_cell(model, CASES[px], Size(px, px), opts.rounds, 0, float("inf"), clock)
+        rows.extend(measure.make_rows("sd15", "sdpa", Size(px, px), series))
+        print(report.markdown_table(rows[-len(series) :]), flush=True)
+    if 1024 in opts.sizes:
+        print(f"1024 px: nearest vs nearest-exact, output distance {nearest_gap(model, Size(1024, 1024)):.4f}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .family import KERNELS
+
 CHUNK_BYTES = 2 << 30  # largest score chunk of the chunked kernel (as the H100 anchors)
-KERNELS = ("sdpa", "chunked")
 
 
 def split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:

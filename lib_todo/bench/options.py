@@ -1,7 +1,8 @@
 """Command-line options of `python -m lib_todo.bench`: profile defaults, and every value checked up front.
 
 `parse_args` returns checked options or raises `OptionError` (one line: the flag, the value, what is
-accepted) before anything is built or measured.
+accepted) before anything is built or measured. Per family (`registry.MODELS`): its sizes are parsed by its
+`parse_size`, its `--width` checked by its `widths`, its `--configs` kinds by its `kinds`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import torch
 
 from ..settings import MAX_FACTOR, MIN_FACTOR, TodoSettings
 from . import registry
-from .kernels import KERNELS
-from .variants import CONFIG_KINDS
+from .family import KERNELS, Family, Size, SizeError, image_size, iter_kinds
+from .studies import STUDIES, Study
 
 PROG = "python -m lib_todo.bench"
+DESCRIPTION = (
+    "Benchmark of ToDo on any model family (UNets, Flux blocks, whole transformers on a GPU): speed-up over the "
+    "baseline in the same run, the A/A noise floor, share of the ideal, output change; or a named --study."
+)
 # Defaults per profile; explicit command-line values win. threads None: torch's own default.
 PROFILES: dict[str, dict[str, Any]] = {
     "cuda": {
@@ -30,7 +35,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "kernels": "sdpa,chunked",
         "repeats": 10,
         "warmup": 1,
-        "width": 320,
         "threads": None,
         "budget_s": 330.0,
     },
@@ -40,7 +44,6 @@ PROFILES: dict[str, dict[str, Any]] = {
         "kernels": "sdpa",
         "repeats": 5,
         "warmup": 1,
-        "width": 64,
         "threads": 1,
         "budget_s": 60.0,
     },
@@ -50,14 +53,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "kernels": "sdpa",
         "repeats": 3,
         "warmup": 1,
-        "width": 32,
         "threads": 1,
         "budget_s": 30.0,
     },
 }
-SIZE_RANGE = (64, 8192)
-WIDTH_RANGE = (32, 1280)
 DEVICES = "auto, cpu, cuda, cuda:N"
+CLOCK_CHOICES = ("auto", "wall", "cpu-time")
 
 
 class OptionError(ValueError):
@@ -81,17 +82,13 @@ def csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """ "1024" -> (1024, 1024); "1000x744" -> (width 1000, height 744); multiples of 8 in SIZE_RANGE."""
-    lo, hi = SIZE_RANGE
-    accepted = f"N or WxH in px, multiples of 8 from {lo} to {hi}"
+def parse_size(text: str, owner: Family | Study | None = None) -> Size:
+    """ "1024" -> Size(1024, 1024); "1000x744" -> Size(width 1000, height 744): as the family (or study) `owner`
+    writes its sizes (default: images, multiples of 8 from 64 to 8192)."""
     try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        raise _bad("--sizes", text, accepted) from None
-    if len(parts) not in (1, 2) or any(p % 8 or not lo <= p <= hi for p in parts):
-        raise _bad("--sizes", text, accepted)
-    return (parts[0], parts[-1])
+        return (owner.parse_size if owner else image_size)(text)
+    except SizeError as err:
+        raise _bad("--sizes", text, str(err), f"for {owner.name}" if owner else "") from None
 
 
 def _defaults(key: str) -> str:
@@ -107,35 +104,60 @@ def _defaults(key: str) -> str:
     return "; ".join(f"{p} {v}" for p, v in shown.items())
 
 
+def _widths_help() -> str:
+    """Each family's --width rule and defaults, for --help."""
+    rules: dict[str, list[str]] = {}
+    for fam in registry.FAMILIES:
+        w = fam.widths
+        values = dict.fromkeys(w.default.values())
+        default = "; ".join(f"{p} {v}" for p, v in w.default.items()) if len(values) > 1 else str(next(iter(values)))
+        rule = f"{w.meaning}, a multiple of {w.multiple} from {w.low} to {w.high} (default {default})"
+        rules.setdefault(rule, []).append(fam.name)
+    return "; ".join(f"{', '.join(names)}: {rule}" for rule, names in rules.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser; --help shows every default (per profile: cuda, cpu, or quick with --quick)."""
-    from . import __doc__ as bench_doc  # the package's docstring; imported here, once the package is loaded
-
     epilog = "Defaults come from a profile: cuda on a CUDA device, cpu on the CPU, quick with --quick."
-    p = _Parser(prog=PROG, description=bench_doc.split("\n")[0], epilog=epilog)
-    models = ", ".join(f"{e.name} ({e.summary})" for e in registry.ENTRIES)
+    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=epilog)
+    models = ", ".join(f"{f.name} ({f.summary})" for f in registry.FAMILIES)
+    kinds = ", ".join(iter_kinds(registry.FAMILIES))
+    studies = ", ".join(f"{s.name} ({s.summary})" for s in STUDIES.values())
     add = p.add_argument
     add("--device", default="auto", help=f"{DEVICES} (default: auto = cuda if available, else cpu)")
     add("--models", help=f"comma list of {models} (default: {_defaults('models')})")
-    add("--sizes", help=f'comma list of N or WxH px, e.g. "512,1000x744" (default: {_defaults("sizes")})')
+    add(
+        "--sizes",
+        help=f'comma list of N or WxH px, e.g. "512,1000x744" (a family may take its own, e.g. frames); default per '
+        f"family where it has its own, else: {_defaults('sizes')}",
+    )
     add(
         "--factors",
-        help=f"factors of the f and f+l2 rows, {MIN_FACTOR:g} to {MAX_FACTOR:g} (default: {_defaults('factors')})",
+        help=f"factors of the f, f+l2 and f-nb rows, {MIN_FACTOR:g} to {MAX_FACTOR:g} "
+        f"(default: {_defaults('factors')})",
     )
     add("--kernels", help=f"comma list of {', '.join(KERNELS)} (default: {_defaults('kernels')})")
-    add("--configs", default="all", help=f"comma list of {', '.join(CONFIG_KINDS)} (default: all)")
+    add(
+        "--configs",
+        default="all",
+        help=f"comma list of {kinds}; each family runs those it knows (default: all). Every cell also times the "
+        "baseline against itself (the A/A row: the noise floor)",
+    )
     add(
         "--repeats",
         help=f"timed rounds per cell, at least 1; a cell stops after 3 once its share of --budget-s "
         f"is spent (default: {_defaults('repeats')})",
     )
     add("--warmup", help=f"untimed rounds per cell, 0 or more (default: {_defaults('warmup')})")
-    add(
-        "--width",
-        help=f"model channel width, a multiple of 32 from {WIDTH_RANGE[0]} to {WIDTH_RANGE[1]}; "
-        f"320 = the real models (default: {_defaults('width')})",
-    )
+    add("--width", help=f"model width, per family: {_widths_help()}")
     add("--threads", help=f"torch CPU threads, 1 to the core count (default: {_defaults('threads')})")
+    add(
+        "--clock",
+        default="auto",
+        help="CPU clock: wall, or cpu-time (the process's CPU time: blind to other jobs' load; with several "
+        "threads, set OMP_WAIT_POLICY=PASSIVE); auto = cpu-time with one thread, else wall; CUDA always times "
+        "with CUDA events (default: auto)",
+    )
     add(
         "--budget-s",
         help="seconds for all cells by the bench's clock (CPU time on a one-thread CPU run), split evenly over the "
@@ -143,11 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--out",
-        default="bench_out/bench.json",
-        help="results JSON; the PNG is written next to it (default: bench_out/bench.json)",
+        help="results JSON; the PNG is written next to it; a --study writes bench_out/STUDY.json unless given "
+        "(default: bench_out/bench.json)",
     )
-    add("--quick", action="store_true", help="the small CPU profile the tests run (about 20 s)")
-    add("--replot", metavar="JSON", help="only redraw the PNG of a results JSON and print its table")
+    add("--quick", action="store_true", help="the small CPU profile the tests run (about 30 s)")
+    add("--study", help=f"run named studies instead of models, comma list of {studies}")
+    add(
+        "--replot",
+        nargs="+",
+        metavar="JSON",
+        help="only redraw the PNG of results JSONs (one plot of all, beside the first) and print their table; "
+        "also reads the JSONs of earlier versions of the bench",
+    )
     return p
 
 
@@ -155,30 +184,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Checked options with the profile's defaults filled in; OptionError on the first bad value."""
     args = build_parser().parse_args(argv)
     if args.replot:
-        args.replot_data = read_results(args.replot)
-        png = Path(args.replot).with_suffix(".png")
-        _check_writable("--replot", args.replot, f"a results JSON in a folder where {png.name} can be written", png)
+        args.replot_data = [read_results(path) for path in args.replot]
+        png = Path(args.replot[0]).with_suffix(".png")
+        _check_writable("--replot", args.replot[0], f"a results JSON in a folder where {png.name} can be written", png)
         return args
     args.device = check_device(args.device)
     args.profile = "quick" if args.quick else torch.device(args.device).type
-    sizes_given = args.sizes is not None
+    given = {key for key in ("models", "sizes", "factors", "kernels", "width") if getattr(args, key) is not None}
     for key, value in PROFILES[args.profile].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    _check_names(args)
-    args.model_sizes = {
-        name: check_sizes(args.sizes if sizes_given else registry.MODELS[name].sizes.get(args.profile, args.sizes))
-        for name in args.models_list
-    }
-    args.factor_list = check_factors(args.factors, args.configs_set)
+    args.clock_name = check_clock(args.clock, args.device)
+    if args.study:
+        _check_study(args, given)
+    else:
+        _check_models(args, given)
     args.repeats = _integer("--repeats", args.repeats, 1, None)
     args.warmup = _integer("--warmup", args.warmup, 0, None)
-    args.width = _integer("--width", args.width, *WIDTH_RANGE, multiple=32)
     if args.threads is not None:
         args.threads = _integer("--threads", args.threads, 1, os.cpu_count() or 1)
     args.budget_s = _seconds("--budget-s", args.budget_s)
+    args.out = args.out or (f"bench_out/{args.study.replace(',', '_')}.json" if args.study else "bench_out/bench.json")
     check_out(args.out)
     return args
+
+
+def _check_models(args: argparse.Namespace, given: set[str]) -> None:
+    """The model options: names, then per model its sizes, factors and width (defaults from its family)."""
+    _check_names(args)
+    args.model_sizes = {}
+    args.model_widths = {}
+    for name in args.models_list:
+        fam = registry.MODELS[name]
+        sizes = args.sizes if "sizes" in given else fam.sizes.get(args.profile, args.sizes)
+        args.model_sizes[name] = check_sizes(sizes, fam)
+        args.model_widths[name] = check_width(args.width, fam, args.profile)
+    args.factor_list = check_factors(args.factors, args.configs_set)
+
+
+NOT_WITH_STUDY = "no model options with --study (a study builds what it studies)"
+
+
+def _check_study(args: argparse.Namespace, given: set[str]) -> None:
+    """--study: known names, none of the model options; sets study_list, size_list, factor_list."""
+    for key in ("models", "kernels", "width"):
+        if key in given:
+            raise _bad(f"--{key}", getattr(args, key), NOT_WITH_STUDY)
+    if args.configs != "all":
+        raise _bad("--configs", args.configs, NOT_WITH_STUDY)
+    names = csv(args.study)
+    unknown = [n for n in names if n not in STUDIES]
+    if unknown or not names:
+        raise _bad("--study", ",".join(unknown) or args.study, f"comma list of {', '.join(STUDIES)}", "unknown")
+    args.study_list = list(dict.fromkeys(names))
+    first = STUDIES[args.study_list[0]]
+    args.size_list = check_sizes(args.sizes if "sizes" in given else first.sizes, first)
+    args.factor_list = check_factors(args.factors if "factors" in given else first.factors, {"f"})
 
 
 def check_device(text: str) -> str:
@@ -201,26 +262,58 @@ def check_device(text: str) -> str:
 
 
 def _check_names(args: argparse.Namespace) -> None:
-    """--models, --kernels, --configs: known names only; sets models_list, kernel_list, configs_set."""
+    """--models, --kernels, --configs: known names only; sets models_list, kernel_list, configs_set (the kinds
+    asked for) and model_kinds (per model, those of its kinds that were asked for: at least one)."""
     args.models = args.models or ",".join(registry.defaults(args.profile))
+    known_kinds = tuple(iter_kinds(registry.FAMILIES))
     for flag, given, known in (
         ("--models", args.models, tuple(registry.MODELS)),
         ("--kernels", args.kernels, KERNELS),
-        ("--configs", "" if args.configs == "all" else args.configs, CONFIG_KINDS),
+        ("--configs", "" if args.configs == "all" else args.configs, known_kinds),
     ):
         unknown = [g for g in csv(given) if g not in known]
         if unknown:
             raise _bad(flag, ",".join(unknown), f"comma list of {', '.join(known)}", "unknown")
     args.models_list = list(dict.fromkeys(csv(args.models))) or _empty("--models", args.models)
     args.kernel_list = list(dict.fromkeys(csv(args.kernels))) or _empty("--kernels", args.kernels)
-    args.configs_set = set(CONFIG_KINDS) if args.configs == "all" else set(csv(args.configs))
+    args.configs_set = set(known_kinds) if args.configs == "all" else set(csv(args.configs))
     if not args.configs_set:
         _empty("--configs", args.configs)
+    args.model_kinds = {}
+    for name in args.models_list:
+        fam = registry.MODELS[name]
+        args.model_kinds[name] = {k for k in fam.kinds if k in args.configs_set}
+        if not args.model_kinds[name]:
+            raise _bad("--configs", args.configs, f"for {name}: {', '.join(fam.kinds)}", f"none of which {name} runs")
 
 
-def check_sizes(text: str) -> list[tuple[int, int]]:
-    """The sizes of a comma list (see parse_size), at least one."""
-    return list(dict.fromkeys(parse_size(s) for s in csv(text))) or _empty("--sizes", text)
+def check_clock(text: str, device: str) -> str:
+    """--clock: the clock's name (a key of measure.CLOCKS) on `device`."""
+    name = text.strip().lower()
+    if name not in CLOCK_CHOICES:
+        raise _bad("--clock", text, ", ".join(CLOCK_CHOICES))
+    if device.startswith("cuda"):
+        if name != "auto":
+            raise _bad("--clock", text, "auto", "CUDA is timed with CUDA events")
+        return "cuda-events"
+    return name
+
+
+def check_width(value: Any, family: Family, profile: str) -> int:
+    """--width for `family`: its default for the profile when not given, else checked by its rule."""
+    rule = family.widths
+    if value is None:
+        return rule.default[profile]
+    accepted = f"for {family.name}: a multiple of {rule.multiple} from {rule.low} to {rule.high} ({rule.meaning})"
+    number = _integer("--width", value, rule.low, None, accepted=accepted)
+    if not rule.check(number):
+        raise _bad("--width", value, accepted)
+    return number
+
+
+def check_sizes(text: str, owner: Family | Study | None) -> list[Size]:
+    """The sizes of a comma list, as `owner` writes them (see parse_size), at least one."""
+    return list(dict.fromkeys(parse_size(s, owner) for s in csv(text))) or _empty("--sizes", text)
 
 
 def _empty(flag: str, value: str) -> Any:
@@ -228,7 +321,7 @@ def _empty(flag: str, value: str) -> Any:
 
 
 def check_factors(text: str, kinds: set[str]) -> list[float]:
-    """The factors of the f and f+l2 rows, each one TodoSettings accepts as a fixed factor (not auto)."""
+    """The factors of the f, f+l2 and f-nb rows, each one TodoSettings accepts as a fixed factor (not auto)."""
     accepted = f"comma list of numbers from {MIN_FACTOR:g} to {MAX_FACTOR:g} (auto has its own row)"
     factors = []
     for item in csv(text):
@@ -240,21 +333,19 @@ def check_factors(text: str, kinds: set[str]) -> list[float]:
         if factor < MIN_FACTOR:  # 0 is AUTO to TodoSettings
             raise _bad("--factors", item, accepted)
         factors.append(factor)
-    if not factors and kinds & {"f", "f+l2"}:
+    if not factors and kinds & {"f", "f+l2", "f-nb"}:
         _empty("--factors", text)
     return list(dict.fromkeys(factors))
 
 
-def _integer(flag: str, value: Any, lo: int, hi: int | None, multiple: int = 1) -> int:
-    """`value` as an int in [lo, hi] and a multiple of `multiple`, else OptionError."""
-    accepted = f"a whole number, at least {lo}" if hi is None else f"a whole number from {lo} to {hi}"
-    if multiple > 1:
-        accepted = f"a multiple of {multiple} from {lo} to {hi}"
+def _integer(flag: str, value: Any, lo: int, hi: int | None, accepted: str = "") -> int:
+    """`value` as an int in [lo, hi], else OptionError (saying `accepted`, by default the range)."""
+    accepted = accepted or (f"a whole number, at least {lo}" if hi is None else f"a whole number from {lo} to {hi}")
     try:
         number = int(str(value).strip())
     except ValueError:
         raise _bad(flag, value, accepted) from None
-    if number < lo or (hi is not None and number > hi) or number % multiple:
+    if number < lo or (hi is not None and number > hi):
         raise _bad(flag, value, accepted)
     return number
 
