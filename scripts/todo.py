@@ -45,15 +45,19 @@ class TodoScript(scripts.Script):
         hires = {"visible": not is_img2img}
         with InputAccordion(False, label="ToDo: token downsampling", elem_id=self.elem_id("enabled")) as enabled:
             with gr.Row(elem_classes="todo-row"):
-                factor = self.slider("Factor (0 = auto)", "factor", 8, 1, d.factor)
-                factor_level2 = self.slider("Level 2 factor (0 = auto)", "factor_level2", 8, 1, d.factor_level2)
-                method = self.dropdown("Method", "method", METHODS, d.method)
+                factor = self.slider("Factor (0 = auto, 1 = off)", "factor", 8, 1, d.factor)
+                factor_level2 = self.slider(
+                    "Level 2 factor (0 = auto, 1 = off)", "factor_level2", 8, 1, d.factor_level2
+                )
             with gr.Row(elem_classes="todo-row"):
+                method = self.dropdown("Method", "method", METHODS, d.method)
                 start = self.slider("Start at", "start", 1, 0.05, d.start)
                 stop = self.slider("Stop at", "stop", 1, 0.05, d.stop)
             with gr.Row(elem_classes="todo-row", **hires):
                 hires_mode = self.dropdown("Hires pass", "hires_mode", HIRES_MODES, d.hires_mode, **hires)
-                hires_factor = self.slider("Hires factor (0 = auto)", "hires_factor", 8, 1, d.hires_factor, **hires)
+                hires_factor = self.slider(
+                    "Hires factor (0 = auto, 1 = off)", "hires_factor", 8, 1, d.hires_factor, **hires
+                )
         controls = [enabled, factor, factor_level2, method, start, stop, hires_mode, hires_factor]
         self.infotext_fields = [(enabled, paste_enabled)] + [
             (control, paste_setting(name)) for name, control in zip(ARG_NAMES[1:], controls[1:], strict=True)
