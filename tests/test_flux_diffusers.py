@@ -247,18 +247,21 @@ def test_image_grid_from_ids(ids, n, expected):
     assert flux.image_grid(ids, n) == expected
 
 
-def test_bench_bound_attends_to_the_text_keys_only(monkeypatch):
-    from lib_todo.bench.flux import Case, FluxConfig, configured
+def test_the_bench_bound_attends_to_the_text_keys_only(monkeypatch):
+    """dit.BoundCall (the bench's bound: image keys cost nothing) on a lone block, in place of its kernel."""
+    from lib_todo.joint_attention import ImageGrid
+    from lib_todo.plan import TodoPlan
+    from lib_todo.state import PassState
 
     torch.manual_seed(0)
     block = transformer_flux.FluxSingleTransformerBlock(32, 2, 16).eval()
-    original = block.attn.processor
-    case = Case("single block", block, torch.device("cpu"), torch.float32, [block.attn])
+    inst = dit.installation(flux.DIFFUSERS_FLUX, block, [(block.attn, dit.text_then_image)])
+    state = PassState(TodoPlan(TodoSettings(factor=2), flux.DIFFUSERS_FLUX.layout()))
     x = torch.randn(2, TXT + 12, 32)
     with torch.no_grad():
-        with configured(case, FluxConfig("bound", bound=True), TXT, (3, 4)):
+        with dit.call_scope(inst, dit.BoundCall(dit.DitCall(ImageGrid(1, 3, 4), TXT), state)):
             bound = block.attn(hidden_states=x)
-        assert block.attn.processor is original
+        assert not dit.installed_anywhere()
 
         def text_only(query, key, value, attn_mask=None, **kwargs):
             logits = torch.einsum("blhd,bshd->bhls", query, key[:, :TXT]) / math.sqrt(query.shape[-1])
@@ -267,24 +270,6 @@ def test_bench_bound_attends_to_the_text_keys_only(monkeypatch):
         monkeypatch.setattr(transformer_flux, "dispatch_attention_fn", text_only)
         expected = block.attn(hidden_states=x)
     assert torch.allclose(bound, expected, atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("argv", "says"),
-    [
-        (["--sizes", "1000"], "multiples of 16"),
-        (["--factors", "1"], "factors above 1"),
-        (["--sizes", "1024,2048", "--repeats", "1,2,3"], "one per size"),
-        (["--device", "tpu"], "accepted: cpu, cuda, cuda:N"),
-    ],
-)
-def test_bench_cli_errors_are_one_line(argv, says, capsys):
-    from lib_todo.bench.flux import main
-
-    with pytest.raises(SystemExit) as stop:
-        main(argv)
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and says in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
