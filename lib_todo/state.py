@@ -20,6 +20,7 @@ NO_GRID = "no grid"
 CLOSED_WINDOW = "window"
 EXTRA_TOKENS = "extra tokens"
 NOT_ASKED = "not asked"  # a level whose factor is 1 at this size: left alone as planned
+OTHER_KERNEL = "other kernel"
 REASONS = {
     OWN_CONTEXT: "every self-attention call brought its own context or mask (another extension, e.g. "
     "ControlNet reference-only or StyleAlign, feeds attention itself)",
@@ -28,6 +29,8 @@ REASONS = {
     NO_GRID: "no self-attention call matched the latent grid (another extension resized or merged the feature "
     "maps: Deep Shrink, ToMe, tiling?)",
     CLOSED_WINDOW: "the step window (start/stop) held no step of this pass",
+    OTHER_KERNEL: "every self-attention call went to another extension's attention kernel instead of the model's "
+    "(Radial Attention?)",
     EXTRA_TOKENS: "no attention call of this DiT had its keys laid out as ToDo expects for the model (text, the "
     "image grid, padding and reference images: another extension adding or reordering tokens, or a variant of the "
     "model ToDo does not know?)",

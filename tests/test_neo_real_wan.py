@@ -163,7 +163,7 @@ def test_neo_wan_with_radial_attention_replacing_wan_attention(neo_wan, monkeypa
     radial = radial_like_wrapper(neo_wan, dense_block=1, calls=radial_calls)
     monkeypatch.setattr(neo_wan, "attention", neo_wan.attention)  # put back after the test, as Radial does not
     got, state = run_with_todo(network, TodoSettings(factor=2), apply_model, args, previous=radial)
-    assert radial_calls == [1, 2] and state.calls == 1
+    assert radial_calls == [1, 2] and state.calls == 1 and state.skipped == {"other kernel": 2}
     kernel = ByHand(neo_wan.attention_function, (2, 5, 7), 2)
     monkeypatch.setattr(neo_wan, "attention_function", kernel)
     with torch.no_grad():

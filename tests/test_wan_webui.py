@@ -13,7 +13,7 @@ from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, random
 
 from lib_todo.backends import dit, dit_family, forge_unsupported_reason, patch_forge_patcher, wan
 from lib_todo.settings import TodoSettings
-from lib_todo.state import NEVER_CALLED
+from lib_todo.state import NEVER_CALLED, OTHER_KERNEL
 
 TEXT, IMAGE = 5, 3  # text tokens; CLIP image tokens (Wan 2.1 i2v)
 
@@ -140,6 +140,7 @@ def test_radial_attention_set_before_todo_composes(neo):
         clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
         got = call(neo, clone, args)
         assert radial_calls == [1, 2] and state.calls == 1 and state.applied == {1: 2.0}
+        assert state.skipped == {OTHER_KERNEL: 2}  # the blocks Radial took are counted, and why
         expected, kernel = by_hand(neo, patcher, args, (2, 5, 7), 2)  # Radial alone, ToDo by hand in block 0
         assert kernel.todo == 1
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)

@@ -41,7 +41,7 @@ from ..joint_attention import (
     on_device,
 )
 from ..layout import AttentionLayout
-from ..state import EXTRA_TOKENS, OWN_CONTEXT, PassState
+from ..state import EXTRA_TOKENS, OTHER_KERNEL, OWN_CONTEXT, PassState
 
 BALANCES = ("channel", "mask", "off")  # the bias in a head channel (the host's kernel), in an SDPA mask, or none
 
@@ -297,6 +297,7 @@ class ActiveCall:
         self.state = state
         self.balance = balance
         self.roles: list[Role] = []
+        self.seen_at_entry: list[int] = []  # per open scope: how many calls the state had counted when it opened
 
     def attend(self, request: Any, original: Callable) -> Any:
         """ToDo's output for this kernel call, or None to leave it to the original."""
@@ -441,16 +442,26 @@ def _replacement(convention: Convention, active: ActiveCall, original: Any) -> A
 def _enter(active: ActiveCall, role: Role) -> Callable:
     def enter(module: nn.Module, args: tuple) -> None:
         active.roles.append(role)
+        active.seen_at_entry.append(_seen(active.state))
 
     return enter
 
 
 def _leave(active: ActiveCall) -> Callable:
+    """Close the scope; one whose code never reached the kernel slot (every call that does ends counted, as
+    downsampled or skipped) had its attention taken by another kernel (Neo's Radial Attention): say so."""
+
     def leave(module: nn.Module, args: tuple, output: Any) -> None:
         if active.roles:
             active.roles.pop()
+        if active.seen_at_entry and active.seen_at_entry.pop() == _seen(active.state) and output is not None:
+            active.state.skip(OTHER_KERNEL)
 
     return leave
+
+
+def _seen(state: PassState) -> int:
+    return state.calls + sum(state.skipped.values())
 
 
 def restore_all() -> int:
