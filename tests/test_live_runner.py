@@ -302,3 +302,10 @@ def test_sdxl_unet_has_the_published_layout_and_size() -> None:
     bigg = {w.key: w for w in checkpoint.open_clip_bigg_specs()}
     assert sum(torch.Size(w.shape).numel() for w in bigg.values()) == 694_659_840
     assert bigg["transformer.resblocks.31.attn.in_proj_weight"].shape == (3840, 1280)
+
+
+def test_ui_starts_the_webui_with_its_ui_and_tells_the_tests(webui: Path) -> None:
+    args = parsed(webui, "--webui", "neo", "--ui")
+    cmd = runner.launch_command(args, runner.PROFILES["neo"], 7999)
+    assert "--api" in cmd and "--nowebui" not in cmd
+    assert "--nowebui" in runner.launch_command(parsed(webui, "--webui", "neo"), runner.PROFILES["neo"], 7999)

@@ -144,13 +144,13 @@ def pixels(b64: str) -> bytes:
     return zlib.decompress(idat)
 
 
-def is_one_colour(b64: str) -> bool:
-    """Whether every pixel of an 8-bit RGB/RGBA PNG is the same (undoes PNG's per-row filters)."""
+def unfiltered_rows(b64: str) -> tuple[list[bytes], int]:
+    """The rows of an 8-bit RGB/RGBA PNG as raw bytes (PNG's per-row filters undone), and bytes per pixel."""
     chunks = dict(png_chunks(base64.b64decode(b64)))
     width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
     assert depth == 8 and colour in (2, 6), f"unexpected PNG format: depth {depth}, colour type {colour}"
     bpp = 3 if colour == 2 else 4
-    data, stride, prev, first = pixels(b64), width * bpp, bytearray(width * bpp), None
+    data, stride, prev, rows = pixels(b64), width * bpp, bytearray(width * bpp), []
     for y in range(height):
         kind, row = data[y * (stride + 1)], bytearray(data[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
@@ -166,11 +166,25 @@ def is_one_colour(b64: str) -> bool:
                 p = left + up - up_left
                 pa, pb, pc = abs(p - left), abs(p - up), abs(p - up_left)
                 row[i] = (row[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else up_left)) & 0xFF
-        first = first or bytes(row[:bpp])
-        if bytes(row) != first * width:
-            return False
+        rows.append(bytes(row))
         prev = row
-    return True
+    return rows, bpp
+
+
+def is_one_colour(b64: str) -> bool:
+    """Whether every pixel of an 8-bit RGB/RGBA PNG is the same."""
+    rows, bpp = unfiltered_rows(b64)
+    first = rows[0][:bpp]
+    return all(row == first * (len(row) // bpp) for row in rows)
+
+
+def mean_abs_difference(a: str, b: str) -> float:
+    """Mean absolute difference of two same-size 8-bit PNGs, per channel value (0-255)."""
+    rows_a, _ = unfiltered_rows(a)
+    rows_b, _ = unfiltered_rows(b)
+    assert len(rows_a) == len(rows_b) and len(rows_a[0]) == len(rows_b[0]), "images of different sizes"
+    total = sum(abs(x - y) for ra, rb in zip(rows_a, rows_b, strict=True) for x, y in zip(ra, rb, strict=True))
+    return total / (len(rows_a) * len(rows_a[0]))
 
 
 def infotext(response: dict[str, Any]) -> str:

@@ -14,8 +14,9 @@ What it does, in order:
 3. links this working tree into `<root>/extensions/sd-webui-todo` (so the current code is what runs; not with
    --no-todo; with --commit REV a `git archive` export of that commit instead), and each --extension DIR into
    `<root>/extensions/<name of DIR>`;
-4. starts the webui API-only on 127.0.0.1 with its offline CPU flags and a settings file of its own
-   (`<root>/todo-live-settings.json`, fresh each run, so the user's config.json is neither read nor changed),
+4. starts the webui API-only (with its UI too: --ui) on 127.0.0.1 with its offline CPU flags and a settings file
+   of its own (`<root>/todo-live-settings.json`, fresh each run, so the user's config.json is neither read nor
+   changed),
    waits until it answers, and selects the checkpoint through the API;
 5. runs pytest on the family's test modules (sd15: tests/test_live_webui.py, flux: tests/test_live_family.py,
    sdxl: both; or the --tests files, or those in $TODO_LIVE_TESTS) with TODO_WEBUI_URL, TODO_WEBUI_LOG (the
@@ -176,6 +177,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="append",
         default=[],
         help="pytest file to run (repeatable; default: $TODO_LIVE_TESTS, else tests/test_live_webui.py)",
+    )
+    p.add_argument(
+        "--ui",
+        action="store_true",
+        help="start the webui with its UI and API (--api) instead of API only (--nowebui): an API-only start builds "
+        "the scripts' UI before the on_before_ui callbacks, so axes added to the X/Y/Z plot there are missing",
     )
     p.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (default: a free one)")
     p.add_argument("--startup-timeout", type=float, default=1200.0, help="seconds to wait for the API")
@@ -419,7 +426,7 @@ def launch_command(args: argparse.Namespace, profile: WebuiProfile, port: int) -
     cmd = [
         str(args.python),
         "launch.py",
-        "--nowebui",
+        "--api" if args.ui else "--nowebui",
         "--server-name",
         "127.0.0.1",
         "--port",
@@ -542,6 +549,7 @@ def run_pytest(args: argparse.Namespace, url: str) -> int:
         "TODO_WEBUI_URL": url,
         "TODO_WEBUI_LOG": str(args.root / LOG_NAME),
         "TODO_LIVE_FAMILY": args.family,
+        "TODO_LIVE_UI": "1" if args.ui else "",
     }
     print(f"[live] TODO_WEBUI_URL={url} TODO_WEBUI_LOG={env['TODO_WEBUI_LOG']} {shlex.join(cmd)}", flush=True)
     return subprocess.run(cmd, cwd=REPO, env=env).returncode
