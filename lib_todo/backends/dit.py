@@ -334,7 +334,7 @@ class BoundCall(ActiveCall):
     image only (to one image key where there are none: Wan's video-only attention), through the host's kernel;
     no key/value reduction of the image can beat it."""
 
-    def __init__(self, call: DitCall, state: PassState) -> None:
+    def __init__(self, call: DitCall, state: PassState, balance: str = "off") -> None:
         super().__init__(call, state, "off")
 
     def attend(self, request: Any, original: Callable) -> Any:

@@ -14,14 +14,20 @@ from typing import Any
 from torch import nn
 
 from ..state import NO_GRID, PassState
-from .dit import ActiveCall, DitFamily, call_scope, installation
+from .dit import ActiveCall, DitCall, DitFamily, call_scope, installation
 
 TAG = "_lib_todo_dit"
 
 
-def install(network: nn.Module, family: DitFamily, state: PassState, balance: str = "channel") -> list[Any]:
-    """Hook `network` so each forward runs with ToDo; returns removable handles. TypeError when its attention
-    cannot be found."""
+def install(
+    network: nn.Module,
+    family: DitFamily,
+    state: PassState,
+    balance: str = "channel",
+    active: Callable[[DitCall, PassState, str], ActiveCall] = ActiveCall,
+) -> list[Any]:
+    """Hook `network` so each forward runs with ToDo (or with what `active` makes of each call: the bench's
+    `dit.BoundCall`); returns removable handles. TypeError when its attention cannot be found."""
     inst = installation(family, network)
     stack = ExitStack()
 
@@ -32,7 +38,7 @@ def install(network: nn.Module, family: DitFamily, state: PassState, balance: st
             state.skip(NO_GRID)
             return
         state.latent_hw = call.grid.hw
-        stack.enter_context(call_scope(inst, ActiveCall(call, state, balance)))
+        stack.enter_context(call_scope(inst, active(call, state, balance)))
 
     def leave(module: nn.Module, args: tuple, output: Any) -> None:
         stack.close()
