@@ -39,6 +39,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, str
 def test_quick_json_shape(quick_run):
     data, out, stdout = quick_run
     assert data["device"] and data["device_type"] == "cpu" and data["clock"] == "cpu-time"
+    assert isinstance(data["cpu_flags"], list) and set(data["cpu_flags"]) <= {f for f, _ in report.VECTOR_UNITS}
+    assert data["load_average"] is None or len(data["load_average"]) == len(data["load_average_end"]) == 3
     assert {"python", "torch", "diffusers"} <= set(data["versions"])
     assert data["versions"]["torch"] == torch.__version__
     assert data["args"]["quick"] is True and data["args"]["warmup"] == 1 and data["timestamp"]

@@ -51,6 +51,10 @@ def _summary(rows: list[dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _meta(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """What the JSON says besides its rows: schema, device, versions, clock, estimator, the options."""
     return {
@@ -93,8 +97,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cells_left = sum(len(args.model_sizes[m]) for m in args.models_list) * len(args.kernel_list)
     t0, spent0 = time.perf_counter(), clock_seconds(clock)
     _log(
-        f"bench on {meta['device']}: {cells_left} cells, each with the baseline, its A/A row and its configs; "
-        f"{args.warmup} warm-up and {args.repeats} timed rounds, budget {args.budget_s:g} s; clock: {CLOCKS[clock]}"
+        f"bench on {meta['device']}: {_count(cells_left, 'cell')}, each with the baseline, its A/A row and its "
+        f"configs; {args.warmup} warm-up and {_count(args.repeats, 'timed round')}, budget {args.budget_s:g} s; "
+        f"clock: {CLOCKS[clock]}"
     )
     for name in args.models_list:
         family = registry.MODELS[name]

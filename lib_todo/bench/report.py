@@ -70,10 +70,10 @@ def _note(row: dict[str, Any]) -> str:
 
 
 def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU model and core count."""
+    """The GPU's name, or the CPU model, core count, widest vector unit and torch threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
+    name, flags = platform.processor() or platform.machine(), cpu_flags()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -82,7 +82,26 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     threads = torch.get_num_threads()
-    return f"{name} ({os.cpu_count()} cores, {threads} torch thread{'' if threads == 1 else 's'})"
+    vector = next((label for flag, label in VECTOR_UNITS if flag in flags), None)
+    cores = f"{os.cpu_count()} cores" + (f", {vector}" if vector else "")
+    return f"{name} ({cores}, {threads} torch thread{'' if threads == 1 else 's'})"
+
+
+# The widest matrix/vector unit first: a CPU model name ("AMD EPYC" in a VM) may hide which one a machine has, and
+# bf16 matmuls run several times slower without native bf16 (the Flux rows are bf16).
+VECTOR_UNITS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's flags that decide matmul speed (those of VECTOR_UNITS), from /proc/cpuinfo; [] where unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [flag for flag, _ in VECTOR_UNITS if flag in have]
+    except OSError:
+        pass
+    return []
 
 
 def _version(dist: str) -> str | None:
@@ -98,6 +117,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     env: dict[str, Any] = {
         "device": device_name(device),
         "device_type": device.type,
+        "cpu_flags": cpu_flags(),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -132,7 +152,7 @@ def upgrade(data: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]
     bench of `python -m lib_todo.bench.flux`) get the fields they lack (kernel "sdpa", height = width, 1 frame,
     no noise floor). The Flux bench of schema 1 showed each row's own median time as `ms`, not base / speed-up."""
     meta = {k: v for k, v in data.items() if k != "rows"}
-    meta["clock"] = OLD_CLOCKS.get(meta.get("clock"), meta.get("clock"))
+    meta["clock"] = OLD_CLOCKS.get(meta.get("clock"), meta.get("clock")) or "not recorded"
     if not meta.get("models") and meta.get("dtype"):
         meta["models"] = {"flux": f"Flux blocks (diffusers), full width, {meta['dtype']}, batch 1 (schema 1)"}
     elif not meta.get("models") and isinstance(meta.get("args"), dict) and meta["args"].get("width"):

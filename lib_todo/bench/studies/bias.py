@@ -118,7 +118,7 @@ def run(name: str, opts: Any, log: Log) -> list[dict[str, Any]]:
             for r in cell:
                 if r["config"] in VARIANTS and not (r["error"] or r["skipped"]):
                     gap = float((VARIANTS[r["config"]](*args).float() - reference).abs().max())
-                    r["applied"] = f"max |difference| to mask {gap:.4f}"
+                    r["applied"] = f"largest difference to the mask's output {gap:.4f}"
         rows.extend(cell)
         log(f"  {model.name} {size.label}: " + ", ".join(f"{r['config']} {r['ms']:.0f} ms" for r in cell if r["ms"]))
     return rows
