@@ -47,13 +47,13 @@ TIMEOUT_S = float(os.environ.get("TODO_WEBUI_TIMEOUT", "900"))
 SCRIPT = "ToDo"  # the API finds alwayson scripts by lower-cased title, so any case works
 SCRIPT_NAME = "todo"  # script.name as /sdapi/v1/scripts and /sdapi/v1/script-info list it
 ARG_LABELS = (  # the UI labels of args 2..8, in the public order
-    "Factor (0 = auto)",
-    "Level 2 factor (0 = auto)",
+    "Factor (0 = auto, 1 = off)",
+    "Level 2 factor (0 = auto, 1 = off)",
     "Method",
     "Start at",
     "Stop at",
     "Hires pass",
-    "Hires factor (0 = auto)",
+    "Hires factor (0 = auto, 1 = off)",
 )
 KINDS = ("txt2img", "img2img")
 SMALL = 64  # latent 8x8: level 1 has 8x8 tokens, level 2 4x4; explicit factors act, auto ones are 1x
