@@ -1,8 +1,8 @@
 """Where a model attends: its self-attention levels on the latent grid, read from its structure.
 
 Levels are counted from the highest-resolution level that has self-attention: SD1.x/SD2.x attend at /1, /2,
-/4, /8, so level 1 is /1; SDXL attends at /2 and /4 only, so its level 1 is /2. A DiT (Flux) has one level:
-its image tokens sit on the latent patchified 2x2, i.e. /2.
+/4, /8, so level 1 is /1; SDXL attends at /2 and /4 only, so its level 1 is /2. A DiT has one level, planned on
+its token grid itself (`backends.dit.DitFamily.layout`: ds 1, the native side in tokens).
 """
 
 from __future__ import annotations
@@ -47,11 +47,6 @@ def layout_for(attention_ds: set[int] | tuple[int, ...], native_px: int | None =
     else:
         native = 128 if levels and levels[0] >= 2 else 64
     return AttentionLayout(levels, native)
-
-
-def dit_layout(native_px: int = 1024, patch: int = 2) -> AttentionLayout:
-    """A DiT's layout: one level, the latent patchified `patch x patch` (Flux: 2x2, native 1024 px)."""
-    return AttentionLayout((patch,), native_px // 8, "dit")
 
 
 def is_diffusers_unet(unet: nn.Module) -> bool:

@@ -164,7 +164,7 @@ def _refused(capsys: pytest.CaptureFixture, argv: list[str], flag: str, value: s
             ["--models", "flux-double", "--configs", "tome"],
             "--configs",
             "tome",
-            "for flux-double: bound, auto, f, f-nb",
+            "for flux-double: bound, auto, f, f-mask, f-nb",
         ),
         (["--models", "sd15,flux-single", "--configs", "f-nb"], "--configs", "f-nb", "for sd15: bound, auto, f, f+l2"),
         (["--models", "flux-double", "--width", "64"], "--width", "64", "for flux-double: a multiple of 128"),
@@ -497,15 +497,21 @@ def test_flux_blocks_run_through_the_one_engine(tiny_flux_run):
     for model in ("flux-double", "flux-single"):
         for size in ("128x128", "144x144"):
             cell = [r for r in rows if r["model"] == model and r["size"] == size]
-            assert [r["config"] for r in cell] == ["baseline", "baseline (A/A)", "bound", "auto", "f2", "f2-nb"]
-            base, aa, bound, auto, f2, nb = cell
+            names = ["baseline", "baseline (A/A)", "bound", "auto", "f2", "f2-mask", "f2-nb"]
+            assert [r["config"] for r in cell] == names
+            base, aa, bound, auto, f2, mask, nb = cell
             assert aa["rel_change"] == 0.0 and aa["noise"] is not None and bound["applied"] == "text keys only (1 attn)"
             assert auto["applied"] == "not downsampled (0/1 calls)" and auto["rel_change"] == 0.0  # below 1536 px
-            assert f2["applied"] == "2x balanced (1/1 calls)" and nb["applied"] == "2x no balance (1/1 calls)"
+            assert f2["applied"] == "2x balanced (bias channel) (1/1 calls)"
+            assert (
+                mask["applied"] == "2x balanced (bias mask) (1/1 calls)"
+                and nb["applied"] == "2x no balance (1/1 calls)"
+            )
             assert 0.0 < f2["rel_change"] < nb["rel_change"]  # balance keeps the output closer, smooth inputs
+            assert mask["rel_change"] == pytest.approx(f2["rel_change"], rel=0.05)  # the same bias, another way in
             bound_ms = base["ms"] / bound["speedup"]
             kept = 16 / 64 if size == "128x128" else 25 / 81  # 144 px: a 9x9 grid, factor 2 keeps 5x5 cells
-            for r in (f2, nb):
+            for r in (f2, mask, nb):
                 assert r["ideal_ms"] == pytest.approx(base["ms"] - (1 - kept) * (base["ms"] - bound_ms))
     assert stdout.startswith("| model | kernel | size | config |")
     assert "| flux-single | sdpa | 144x144 | f2-nb |" in stdout
@@ -517,8 +523,8 @@ def test_flux_ideal_uses_the_kept_share_of_image_keys():
 
     assert dit.kept_share((3, 3), 2.0) == pytest.approx(4 / 9) and dit.kept_share((64, 64), 1.0) == 1.0
     names = [c.name for c in dit.dit_configs([2.0, 3.0], set(dit.KINDS))]
-    assert names == ["bound", "auto", "f2", "f3", "f2-nb", "f3-nb"]
-    assert [c.balance for c in dit.dit_configs([2.0], {"f", "f-nb"})] == [True, False]
+    assert names == ["bound", "auto", "f2", "f3", "f2-mask", "f3-mask", "f2-nb", "f3-nb"]
+    assert [c.balance for c in dit.dit_configs([2.0], {"f", "f-mask", "f-nb"})] == ["channel", "mask", "off"]
 
 
 def test_studies_write_rows_of_the_one_schema(capsys, tmp_path):
@@ -610,7 +616,7 @@ def test_flux_bound_attends_to_the_text_keys_only(monkeypatch):
     original = block.attn.processor
     x = torch.randn(2, txt + 12, 32)
     with torch.no_grad():
-        with FluxTodoAdapter.text_keys_only([block.attn], txt):
+        with FluxTodoAdapter.text_keys_only([block.attn], txt, (3, 4)):
             bound = block.attn(hidden_states=x)
         assert block.attn.processor is original
 

@@ -95,15 +95,16 @@ class Config:
     name: the row's `config` ("f2", "f2-nb", "bound"). kind: "baseline", "aa" (the baseline again, for the
     noise floor), "bound", "todo", or one of the family's own kinds (the UNets' "tome"); `BenchModel.configured`
     installs it. settings: ToDo's settings for kind "todo". has_ideal: its ideal time is defined (it acts where
-    the bound acts only). balance: for DiT joint attention, the log-count bias (lib_todo.joint_attention); the
-    `-nb` rows turn it off; UNet families ignore it.
+    the bound acts only). balance: for a DiT, how ToDo's log-count bias reaches the kernel: "channel" (an extra
+    head channel through the model's own kernel, the library's default), "mask" (an SDPA float mask) or "off"
+    (the `-mask` and `-nb` rows); UNet families ignore it.
     """
 
     name: str
     kind: str
     settings: TodoSettings | None = None
     has_ideal: bool = False
-    balance: bool = True
+    balance: str = "channel"
 
 
 BASELINE = Config("baseline", "baseline")

@@ -3,7 +3,9 @@
 A DiT block attends over one joint sequence: text (or caption) tokens and the image tokens of a `h x w` patch
 grid (per frame for video). Its configurations (`dit_configs`): `bound`, the image keys costing nothing (every
 query attends to the text keys only; every projection and MLP still runs: no reduction of the image keys can beat
-it); `auto`; `f{F}`, ToDo at factor F with balance; `f{F}-nb`, the same without balance. The ideal time of a ToDo
+it); `auto`; `f{F}`, ToDo at factor F with balance (the bias in an extra head channel, through the model's own
+kernel: what users run); `f{F}-mask`, the bias in an SDPA float mask instead (a mask keeps SDPA off its flash
+kernel on a GPU); `f{F}-nb`, without balance. The ideal time of a ToDo
 row keeps M of the N image keys: `base - (1 - M/N) * (base - bound)` (`kept_share`).
 """
 
@@ -18,15 +20,18 @@ import torch.nn.functional as F
 from ...grid import downsampled_grid
 from ..family import Applied, Config, todo_configs
 
-KINDS = ("bound", "auto", "f", "f-nb")
+KINDS = ("bound", "auto", "f", "f-mask", "f-nb")
+BALANCE_ROWS = {"f-mask": ("-mask", "mask"), "f-nb": ("-nb", "off")}  # kind: (name suffix, balance)
 
 
 def dit_configs(factors: Sequence[float], kinds: set[str]) -> list[Config]:
-    """bound, auto, f{F} (balanced), then f{F}-nb (balance off) per factor: those of `kinds`, in table order."""
+    """bound, auto, f{F} (the bias in a head channel, through the model's kernel), then f{F}-mask (the bias in an
+    SDPA mask) and f{F}-nb (balance off) per factor: those of `kinds`, in table order."""
     out = todo_configs(factors, kinds)
-    if "f-nb" in kinds:
-        balanced = todo_configs(factors, {"f"})
-        out.extend(Config(f"{c.name}-nb", "todo", c.settings, has_ideal=True, balance=False) for c in balanced)
+    balanced = todo_configs(factors, {"f"})
+    for kind, (suffix, balance) in BALANCE_ROWS.items():
+        if kind in kinds:
+            out.extend(Config(c.name + suffix, "todo", c.settings, has_ideal=True, balance=balance) for c in balanced)
     return out
 
 
@@ -41,7 +46,7 @@ def todo_applied(config: Config, factor: float, calls: int, attns: int, grid: tu
     """The table's words for a ToDo row of a DiT ("2x balanced (6/6 calls)") and its kept share of image keys."""
     if factor <= 1.0:
         return Applied(f"not downsampled (0/{attns} calls)", 1.0)
-    how = "balanced" if config.balance else "no balance"
+    how = {"channel": "balanced (bias channel)", "mask": "balanced (bias mask)"}.get(config.balance, "no balance")
     return Applied(f"{factor:g}x {how} ({calls}/{attns} calls)", kept_share(grid, factor))
 
 

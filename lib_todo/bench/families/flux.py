@@ -42,73 +42,70 @@ class FluxTodoAdapter:
     the other lib_todo internals the Flux rows and studies call. Nothing else in the bench imports
     `lib_todo.backends` or `lib_todo.joint_attention`; re-point these methods when they change.
 
-    Today a lone block runs through the legacy lib_todo/backends/flux_diffusers.py: its `attn.processor` is wrapped
-    in `TodoFluxProcessor` with a `PassState` planned for a DiT layout and a `ForwardShape` (text length, image
-    grid) that the bench fills in itself, since a lone block has no transformer forward whose pre-hook would read
-    `img_ids`; the bound uses that module's q/k/v and RoPE helpers. A whole transformer goes through the public
-    `lib_todo.patched` (the DiT engine).
+    A lone block has no transformer forward whose pre-hook would read `img_ids`, so the bench tells the DiT engine
+    the call itself (`dit.DitCall`: text length, image grid) and scopes the block's `attn` as joint attention
+    (`dit.text_then_image`), as the Flux family does for every block of a transformer; ToDo then runs through the
+    block's own `dispatch_attention_fn` (the user's kernel), the bias in the way `balance` says. The bound is the
+    engine's `BoundCall` (text keys only) in the same place. A whole transformer goes through the public
+    `lib_todo.patched`.
     """
 
     @staticmethod
     @contextmanager
     def todo(
-        attns: list[nn.Module], settings: TodoSettings, txt_len: int, grid: tuple[int, int], balance: bool
+        attns: list[nn.Module], settings: TodoSettings, txt_len: int, grid: tuple[int, int], balance: str
     ) -> Iterator[Any]:
         """ToDo on the attention modules `attns` of a text-first joint sequence (`txt_len` text tokens, an
         `h x w` image grid) for the calls inside; yields the pass state (`.applied` {1: factor}, `.calls`)."""
-        from ...backends.flux_diffusers import ForwardShape, TodoFluxProcessor
-        from ...layout import dit_layout
+        from ...backends import dit
+        from ...backends.flux import DIFFUSERS_FLUX
         from ...plan import TodoPlan
         from ...state import PassState
 
-        state = PassState(TodoPlan(settings, dit_layout()))
-        state.latent_hw = (2 * grid[0], 2 * grid[1])  # the latent before Flux's 2x2 patchify
-        shape = ForwardShape(txt_len, grid)
-        saved = [a.processor for a in attns]
-        try:
-            for attn, original in zip(attns, saved, strict=True):
-                attn.processor = TodoFluxProcessor(original, state, shape, balance)
+        state = PassState(TodoPlan(settings, DIFFUSERS_FLUX.layout()))
+        call = FluxTodoAdapter._block_call(txt_len, grid)
+        scopes = FluxTodoAdapter._block_scopes(attns)
+        with dit.call_scope(scopes, dit.ActiveCall(call, state, balance)):
             yield state
-        finally:
-            for attn, original in zip(attns, saved, strict=True):
-                attn.processor = original
 
     @staticmethod
     @contextmanager
-    def text_keys_only(attns: list[nn.Module], txt_len: int) -> Iterator[None]:
-        """The bound: every query of `attns` attends to the first `txt_len` keys/values (the text) only."""
-        from ...backends.flux_diffusers import apply_rope, joint_qkv
+    def text_keys_only(attns: list[nn.Module], txt_len: int, grid: tuple[int, int]) -> Iterator[None]:
+        """The bound: every query of `attns` (`txt_len` text tokens, then an `h x w` image grid) attends to the
+        text keys/values only."""
+        from ...backends import dit
+        from ...backends.flux import DIFFUSERS_FLUX
+        from ...plan import TodoPlan
+        from ...state import PassState
 
-        def text_only(attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
-            q, k, v = joint_qkv(attn, hidden_states, encoder_hidden_states)  # (B, L, heads, D), text first
-            if image_rotary_emb is not None:
-                q, k = apply_rope(q, image_rotary_emb), apply_rope(k, image_rotary_emb)
-            t = txt_len
-            out = nn.functional.scaled_dot_product_attention(
-                q.transpose(1, 2), k[:, :t].transpose(1, 2), v[:, :t].transpose(1, 2)
-            )
-            out = out.transpose(1, 2).flatten(2, 3).to(q.dtype)
-            if encoder_hidden_states is None:
-                return out
-            text, image = out.split_with_sizes([t, hidden_states.shape[1]], dim=1)
-            return attn.to_out[1](attn.to_out[0](image.contiguous())), attn.to_add_out(text.contiguous())
-
-        saved = [a.processor for a in attns]
-        try:
-            for attn in attns:
-                attn.processor = text_only
+        state = PassState(TodoPlan(TodoSettings(factor=1), DIFFUSERS_FLUX.layout()))
+        call = FluxTodoAdapter._block_call(txt_len, grid)
+        with dit.call_scope(FluxTodoAdapter._block_scopes(attns), dit.BoundCall(call, state)):
             yield
-        finally:
-            for attn, original in zip(attns, saved, strict=True):
-                attn.processor = original
 
     @staticmethod
-    def on_transformer(model: nn.Module, settings: TodoSettings, balance: bool) -> AbstractContextManager[Any]:
-        """ToDo on a whole transformer as a user installs it (`lib_todo.patched`), balance on (the library's
-        default way) or off; yields the handle (`.state.calls`)."""
+    def _block_call(txt_len: int, grid: tuple[int, int]) -> Any:
+        """What the engine needs of one call of a lone block: the text length and the image grid."""
+        from ...backends.dit import DitCall
+        from ...joint_attention import ImageGrid
+
+        return DitCall(ImageGrid(1, *grid), txt_len)
+
+    @staticmethod
+    def _block_scopes(attns: list[nn.Module]) -> Any:
+        """The engine's installation over the modules `attns`, each scoped as text-first joint attention."""
+        from ...backends import dit
+        from ...backends.flux import DIFFUSERS_FLUX
+
+        return dit.installation(DIFFUSERS_FLUX, attns[0], [(a, dit.text_then_image) for a in attns])
+
+    @staticmethod
+    def on_transformer(model: nn.Module, settings: TodoSettings, balance: str) -> AbstractContextManager[Any]:
+        """ToDo on a whole transformer as a user installs it (`lib_todo.patched`), the bias "channel" (the
+        library's default), "mask" or "off"; yields the handle (`.state.calls`)."""
         from ... import patched
 
-        return patched(model, settings) if balance else patched(model, settings, balance="off")
+        return patched(model, settings, balance=balance)
 
     @staticmethod
     def joint_attention(
@@ -194,7 +191,7 @@ class FluxModel:
         """bound: text keys only; todo: ToDo through the adapter (yields its pass state); else nothing."""
         txt_len, grid = self.shape
         if config.kind == "bound":
-            with self.todo.text_keys_only(self.attns, txt_len):
+            with self.todo.text_keys_only(self.attns, txt_len, grid):
                 yield None
         elif config.kind == "todo":
             with self.todo.todo(self.attns, config.settings, txt_len, grid, config.balance) as state:

@@ -52,7 +52,8 @@ def transformer_rows(sizes: list[Size], factors: list[float], log: Log) -> list[
                 for f in factors:
                     for balance in (True, False):
                         settings = TodoSettings(factor=f, method=method)
-                        with FluxTodoAdapter.on_transformer(case.module, settings, balance) as handle:
+                        how = "channel" if balance else "off"
+                        with FluxTodoAdapter.on_transformer(case.module, settings, how) as handle:
                             change = rel_change(case.call(args, kwargs), base)
                         calls = handle.state.calls
                         rows.append(row(name, "sdpa", size, _config(f, balance, method), rel_change=change,
