@@ -28,6 +28,7 @@ What the methods do to RoPE'd keys:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -180,14 +181,16 @@ def kept_mask(mask: torch.Tensor | None, layout: KeyLayout, factor: float, metho
     return gather_mask(mask, on_device(("kept", layout, factor, method), mask.device, torch.long, _kept_index_of))
 
 
-def key_bias(layout: KeyLayout, factor: float) -> torch.Tensor:
-    """The balance bias per kept key, float64: 0 outside the grid, log(count) on the grid's cells.
+def key_bias(
+    layout: KeyLayout, factor: float, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """The balance bias per kept key: 0 outside the grid, log(count) on the grid's cells; (L',), or (B, L') when
+    the image starts at a different index per item. Made once per layout, device and dtype (an attention call
+    must not copy it to the GPU again)."""
+    return on_device(("bias", layout, factor), torch.device(device), dtype, _key_bias_of)
 
-    (L',), or (B, L') when the image starts at a different index per item.
-    """
-    return _key_bias_of(("bias", layout, factor))
 
-
+@functools.lru_cache(maxsize=256)
 def bias_is_uniform(layout: KeyLayout, factor: float) -> bool:
     """Whether the balance bias is the same on every kept key (only image keys, all cells full): softmax ignores
     a constant, so balance changes nothing there."""

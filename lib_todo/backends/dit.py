@@ -319,11 +319,12 @@ class ActiveCall:
         mask = kept_mask(request.mask, layout, target.factor, method)
         if self.balance == "off" or bias_is_uniform(layout, target.factor):
             return request.run(original, q, k_small, v_small, mask)
-        bias = key_bias(layout, target.factor)
         if self.balance == "mask":
-            full = add_key_bias(mask, bias.to(device=q.device, dtype=q.dtype), q.dtype)
+            bias = key_bias(layout, target.factor, q.device, q.dtype)
+            full = add_key_bias(mask, bias, q.dtype)
             out = F.scaled_dot_product_attention(q, k_small, v_small, attn_mask=full, scale=request.scale)
             return request.output(out)
+        bias = key_bias(layout, target.factor, q.device, torch.promote_types(q.dtype, torch.float32))
         qw, kw, vw, scale = with_bias_channel(q, k_small, v_small, bias, request.scale, request.takes_scale)
         out = request.run(original, qw, kw, vw, mask, scale if request.takes_scale else None)
         return request.narrow(out, q.shape[-1])
