@@ -1,9 +1,10 @@
-"""What the Anima, Ernie-Image and Krea 2 family tests share: ToDo written by hand (tests/dit_reference.py) in place
-of a host's own kernel, by the host's calling convention, and random weights everywhere.
+"""What the DiT family tests share (diffusers, the Neo stand-ins, Neo's real code): ToDo written by hand
+(tests/dit_reference.py) in place of a host's own kernel, by the host's calling convention (`HandKernel`); a
+kernel swapped for a while; random weights everywhere; the Neo stand-ins importable for a while.
 
 A hand kernel knows its model: `starts(length)` gives the index where the target image starts among keys of that
 length (the test knows its model's joint / image-only lengths), or None for a call it must leave to the host's
-kernel (cross-attention, text-only attention). It counts both kinds of call.
+kernel (cross-attention, text-only attention). It records both kinds of call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from dit_reference import attention_by_hand, kept_keys
 
 STUB = Path(__file__).resolve().parent / "webui_stub"
+Starts = int | list[int] | None  # where the image starts among a call's keys (per item), or None: not by hand
 
 
 def randomise(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
@@ -30,19 +32,46 @@ def randomise(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.
 
 
 class HandKernel:
-    """ToDo by hand on (B, heads, L, D) for the calls `starts` knows, with (or without) the balance bias."""
+    """ToDo by hand (tests/dit_reference.py) on (B, heads, L, D) q, k, v for the calls `starts` knows, with (or
+    without) the balance bias; every call recorded.
 
-    def __init__(self, starts: Callable[[int], int | None], grid: tuple[int, int, int], factor: int, balance=True):
+    `starts(key length)` is the index where the target image starts among keys of that length, a list of them (one
+    per item: captions of different length before the image), or None; only calls with as many queries as keys
+    (self / joint attention) are asked. A call it answers None is left to the host's kernel (cross-attention,
+    text-only attention). `dispatch`, `forge` and `sdpa` wrap it in a host's kernel signature.
+    """
+
+    def __init__(self, starts: Callable[[int], Starts], grid: tuple[int, int, int], factor: int, balance=True):
         self.starts, self.grid, self.factor, self.balance = starts, grid, factor, balance
-        self.todo = 0  # calls done by hand
-        self.host = 0  # calls left to the host's kernel
+        self.keys: list[int] = []  # key length of each call done by hand
+        self.masked: list[bool] = []  # whether each call done by hand came with a mask
+        self.left: list[tuple[int, int]] = []  # (query length, key length) of each call left to the host's kernel
+
+    @property
+    def todo(self) -> int:
+        """Calls done by hand."""
+        return len(self.keys)
+
+    @property
+    def host(self) -> int:
+        """Calls left to the host's kernel."""
+        return len(self.left)
 
     def __call__(self, q, k, v, mask=None, scale=None) -> torch.Tensor | None:
-        start = self.starts(k.shape[2]) if k.shape[2] == q.shape[2] else None
+        length = k.shape[2]
+        start = self.starts(length) if length == q.shape[2] else None
         if start is None:
-            self.host += 1
+            self.left.append((q.shape[2], length))
             return None
-        self.todo += 1
+        self.keys.append(length)
+        self.masked.append(mask is not None)
+        if isinstance(start, int):
+            return self._item(q, k, v, start, mask, scale)
+        items = [mask if mask is None or mask.shape[0] == 1 else mask[b : b + 1] for b in range(len(start))]
+        parts = [self._item(q[b : b + 1], k[b : b + 1], v[b : b + 1], s, items[b], scale) for b, s in enumerate(start)]
+        return torch.cat(parts)
+
+    def _item(self, q, k, v, start: int, mask, scale) -> torch.Tensor:
         keep, bias = kept_keys(start, self.grid, self.factor, k.shape[2])
         return attention_by_hand(q, k, v, keep, bias if self.balance else [0.0] * len(bias), scale, mask)
 
@@ -57,13 +86,26 @@ class HandKernel:
 
         return dispatch_attention_fn
 
-    def forge(self, original: Callable) -> Callable:
+    def sdpa(self, original: Callable) -> Callable:
+        """torch's `scaled_dot_product_attention(query, key, value, attn_mask=None, ..., scale=None)`, (B, heads,
+        L, D), as a processor that calls `F.scaled_dot_product_attention` itself (diffusers' Lumina 2)."""
+
+        def scaled_dot_product_attention(query, key, value, attn_mask=None, scale=None, **kwargs):
+            out = self(query, key, value, attn_mask, scale)
+            return original(query, key, value, attn_mask=attn_mask, scale=scale, **kwargs) if out is None else out
+
+        return scaled_dot_product_attention
+
+    def forge(self, original: Callable, split: bool | None = None) -> Callable:
         """Neo's `attention_function(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False,
-        skip_output_reshape=False, **kwargs)`."""
+        skip_output_reshape=False, **kwargs)`; `split`: that every call must come as (B, heads, L, D) with
+        `skip_reshape` (True) or as (B, L, heads*D) without (False), as the model at hand hands it."""
 
         def attention_function(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, **kwargs):
-            split = (q, k, v) if skip_reshape else (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
-            out = self(*split, mask)
+            if split is not None:
+                assert skip_reshape == split and q.dim() == (4 if split else 3), "not the layout this model hands"
+            parts = (q, k, v) if skip_reshape else (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+            out = self(*parts, mask)
             if out is None:
                 return original(q, k, v, heads, mask, attn_precision, skip_reshape, **kwargs)
             return out if kwargs.get("skip_output_reshape") else out.transpose(1, 2).flatten(2)

@@ -1,7 +1,7 @@
 """ToDo inside a DiT's attention, written out by hand for the tests: which keys stay, their bias, the softmax.
 
-Independent of lib_todo on purpose (plain loops, float64): a family test swaps a host's attention kernel for
-`todo_kernel` (or compares a call with `attention_by_hand`) to get what ToDo must compute, the documented rule:
+Independent of lib_todo on purpose (plain loops, float64): a family test swaps a host's attention kernel for a
+`HandKernel` (tests/dit_family_checks.py, built on these two) to get what ToDo must compute, the documented rule:
 the image tokens (`frames x h x w` from index `start`) keep one key per 1 x f x f cell, its centre token
 (`start + size // 2` along each side: the lower/right middle of an even cell), with bias log(cell size); every
 other key (text, padding, reference tokens) stays, with bias 0.
@@ -10,7 +10,6 @@ other key (text, padding, reference tokens) stays, with bias 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
@@ -51,20 +50,3 @@ def attention_by_hand(
         picked = mask[..., keep]
         logits = logits.masked_fill(~picked, float("-inf")) if picked.dtype == torch.bool else logits + picked.double()
     return (logits.softmax(-1) @ v[:, :, keep].double()).to(q.dtype)
-
-
-def todo_kernel(
-    layouts: Callable[[int], int | None], grid: tuple[int, int, int], factor: int
-) -> Callable[..., torch.Tensor | None]:
-    """A kernel body for (B, heads, L, D) q, k, v: ToDo by hand where `layouts(L)` gives the image's start in
-    keys of length L (the test knows its model's joint / image-only lengths), else None (the caller then runs
-    the host's own kernel: cross-attention, caption-only refiners)."""
-
-    def kernel(q, k, v, mask=None, scale=None):
-        start = layouts(k.shape[2]) if k.shape[2] == q.shape[2] else None
-        if start is None:
-            return None
-        keep, bias = kept_keys(start, grid, factor, k.shape[2])
-        return attention_by_hand(q, k, v, keep, bias, scale, mask)
-
-    return kernel

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from dit_family_checks import HandKernel
 
 import lib_todo
 from lib_todo import TodoSettings
 from lib_todo.backends import dit, dit_diffusers, flux
-from lib_todo.joint_attention import cell_counts
 
 diffusers = pytest.importorskip("diffusers")
 transformer_flux = pytest.importorskip("diffusers.models.transformers.transformer_flux")
@@ -70,23 +70,12 @@ def _processors(model) -> list:
     return [m.processor for m in model.modules() if hasattr(m, "processor")]
 
 
-def _todo_by_hand(monkeypatch, grid: tuple[int, int], factor: int, balance: bool):
-    """Make the ORIGINAL processors attend as ToDo, written out: their dispatch gets downsampled image k/v (every
-    other key whole: text first, reference tokens after the image) and a bias."""
-    h, w = grid
-
-    def attend(query, key, value, attn_mask=None, **kwargs):  # (B, L, heads, D), text first
-        rows = [r + (min(r + factor, h) - r) // 2 for r in range(0, h, factor)]
-        cols = [c + (min(c + factor, w) - c) // 2 for c in range(0, w, factor)]
-        others = list(range(TXT)) + list(range(TXT + h * w, key.shape[1]))
-        keep = others + [TXT + r * w + c for r in rows for c in cols]
-        k, v = key[:, keep], value[:, keep]
-        logits = torch.einsum("blhd,bshd->bhls", query, k) / math.sqrt(query.shape[-1])
-        if balance:
-            logits[..., len(others) :] += cell_counts(grid, factor).log().to(logits.dtype)
-        return torch.einsum("bhls,bshd->blhd", logits.softmax(-1), v)
-
-    monkeypatch.setattr(transformer_flux, "dispatch_attention_fn", attend)
+def _hand_dispatch(monkeypatch, module, txt: int, grid: tuple[int, int], factor: int, balance=True) -> HandKernel:
+    """`module`'s dispatch_attention_fn doing ToDo by hand on [text, image (, references)] calls: the ORIGINAL
+    processors attend as ToDo, written out (every other key whole: text first, reference tokens after the image)."""
+    hand = HandKernel(lambda length: txt if length >= txt + grid[0] * grid[1] else None, (1, *grid), factor, balance)
+    monkeypatch.setattr(module, "dispatch_attention_fn", hand.dispatch(module.dispatch_attention_fn))
+    return hand
 
 
 def test_factor_one_installs_nothing_and_is_bit_identical(transformer):
@@ -116,10 +105,11 @@ def test_factor_equals_the_original_processors_with_todo_written_by_hand(
     assert not dit_diffusers.has_todo(transformer)
     assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
     plain = _run(transformer, inputs)
-    _todo_by_hand(monkeypatch, grid, factor, balance != "off")
+    hand = _hand_dispatch(monkeypatch, transformer_flux, TXT, grid, factor, balance != "off")
     expected = _run(transformer, inputs)
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert (got - plain).abs().max() > 1e-3
+    assert hand.todo == 4 and hand.host == 0  # every block's call is a joint one
 
 
 def test_pipeline_like_holder_and_remove_by_model(transformer):
@@ -289,21 +279,6 @@ def test_dit_auto_uses_the_geometric_mean_side():
 
 
 # Chroma (Flux's processor, with the pipeline's text mask) and Flux.2 (its own processors, 4 RoPE axes)
-
-
-def _hand_dispatch(monkeypatch, module, txt: int, grid: tuple[int, int], factor: int):
-    """`module`'s dispatch_attention_fn doing ToDo by hand on [text, image (, references)] calls."""
-    from dit_reference import todo_kernel
-
-    original = module.dispatch_attention_fn
-    kernel = todo_kernel(lambda length: txt if length >= txt + grid[0] * grid[1] else None, (1, *grid), factor)
-
-    def attend(query, key, value, attn_mask=None, **kwargs):
-        q, k, v = (x.transpose(1, 2) for x in (query, key, value))
-        out = kernel(q, k, v, attn_mask, kwargs.get("scale"))
-        return original(query, key, value, attn_mask=attn_mask, **kwargs) if out is None else out.transpose(1, 2)
-
-    monkeypatch.setattr(module, "dispatch_attention_fn", attend)
 
 
 def _reinit(model: torch.nn.Module) -> torch.nn.Module:

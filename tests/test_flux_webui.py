@@ -2,14 +2,13 @@
 Flux family of lib_todo.backends.flux, installed by lib_todo.backends.patch_forge_patcher) against the Flux
 stand-ins in tests/webui_stub/stub_flux, and the webui script on them in the stand-in webui.
 
-References are written out here by hand: RoPE as complex rotation, the kept image keys picked by index, the
-balance bias as log(cell size), softmax attention as an explicit product.
+References are written out by hand: RoPE as complex rotation here; the kept image keys picked by index, the
+balance bias as log(cell size) and softmax attention as an explicit product in tests/dit_reference.py.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from dit_reference import attention_by_hand, kept_keys
 
 from lib_todo.backends import dit, flux, patch_forge_patcher
 from lib_todo.joint_attention import ImageGrid, joint_attention
@@ -47,21 +47,6 @@ def stub() -> Iterator[Any]:
 # Hand references
 
 
-def cells(side: int, factor: int) -> list[tuple[int, int]]:
-    """(first index, size) of each cell along one grid side: cells of `factor`, the last one maybe smaller."""
-    return [(start, min(factor, side - start)) for start in range(0, side, factor)]
-
-
-def kept_image_keys(grid: tuple[int, int], factor: int) -> tuple[list[int], list[int]]:
-    """Row-major indices of the image keys nearest-exact keeps (each cell's centre), and each cell's size."""
-    picked, sizes = [], []
-    for r0, rn in cells(grid[0], factor):
-        for c0, cn in cells(grid[1], factor):
-            picked.append((r0 + rn // 2) * grid[1] + c0 + cn // 2)
-            sizes.append(rn * cn)
-    return picked, sizes
-
-
 def rope_by_hand(x: torch.Tensor, positions: torch.Tensor, axes_dim=(4, 6, 6), theta=10_000) -> torch.Tensor:
     """x (B, H, L, D) with each channel pair (a, b) read as a + ib and turned by its angle, per RoPE axis."""
     angles = []
@@ -76,17 +61,10 @@ def rope_by_hand(x: torch.Tensor, positions: torch.Tensor, axes_dim=(4, 6, 6), t
 def todo_attention_by_hand(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, txt_len: int, grid: tuple[int, int], factor: int, image_first
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D) + bias) v over the kept image keys and every other key (text, and reference tokens
-    after the image); (B, H, L, D)."""
-    n_img, length = grid[0] * grid[1], k.shape[2]
-    image_at = 0 if image_first else txt_len
-    picked, sizes = kept_image_keys(grid, factor)
-    others = [i for i in range(length) if not image_at <= i < image_at + n_img]
-    keep = others + [image_at + i for i in picked]
-    bias = [0.0] * len(others) + [math.log(s) if BALANCE else 0.0 for s in sizes]
-    logits = torch.einsum("bhqd,bhkd->bhqk", q.double(), k[:, :, keep].double()) / math.sqrt(q.shape[-1])
-    weights = torch.softmax(logits + torch.tensor(bias, dtype=torch.float64), dim=-1)
-    return (weights @ v[:, :, keep].double()).to(q.dtype)
+    """ToDo by hand (tests/dit_reference.py) on (B, H, L, D): the image first or after the text; every other key
+    (text, and reference tokens after the image) kept whole."""
+    keep, bias = kept_keys(0 if image_first else txt_len, (1, *grid), factor, k.shape[2])
+    return attention_by_hand(q, k, v, keep, bias if BALANCE else [0.0] * len(bias))
 
 
 def joint_positions(batch: int, txt_len: int, grid: tuple[int, int], image_first: bool = False) -> torch.Tensor:

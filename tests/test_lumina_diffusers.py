@@ -11,7 +11,8 @@ import types
 
 import pytest
 import torch
-from dit_reference import attention_by_hand, kept_keys
+import torch.nn.functional as F
+from dit_family_checks import HandKernel
 
 import lib_todo
 from lib_todo import TodoSettings
@@ -62,30 +63,6 @@ def assert_matches_and_changed(got, expected, plain):
     assert (got - plain).abs().max() > 1e-3 * scale
 
 
-def per_item_todo(q, k, v, starts, grid, factor, scale=None, mask=None, balance=True):
-    """ToDo by hand on (B, heads, L, D), the image starting at starts[b] in item b."""
-    outs = []
-    for b, start in enumerate(starts):
-        keep, bias = kept_keys(start, grid, factor, k.shape[2])
-        bias = bias if balance else [0.0] * len(bias)
-        item_mask = None if mask is None else mask[b : b + 1] if mask.shape[0] > 1 else mask
-        outs.append(attention_by_hand(q[b : b + 1], k[b : b + 1], v[b : b + 1], keep, bias, scale, item_mask))
-    return torch.cat(outs)
-
-
-def hand_kernel(layouts: dict[int, list[int]], grid, factor, balance="channel"):
-    """(q, k, v, mask, scale) -> ToDo by hand where the key length is in `layouts` (its per-item starts), else
-    None: the caller runs the original kernel."""
-
-    def kernel(q, k, v, mask=None, scale=None):
-        starts = layouts.get(k.shape[2])
-        if starts is None:
-            return None
-        return per_item_todo(q, k, v, starts, grid, factor, scale, mask, balance != "off")
-
-    return kernel
-
-
 # Lumina 2
 
 
@@ -117,14 +94,8 @@ def lumina2_by_hand(model, monkeypatch, inputs, factor, balance="channel"):
     h, w = (s // 2 for s in inputs["hidden_states"].shape[-2:])
     captions = inputs["encoder_attention_mask"].sum(1).tolist()
     layouts = {h * w: [0] * len(captions), max(captions) + h * w: captions}
-    kernel = hand_kernel(layouts, (1, h, w), factor, balance)
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def scaled_dot_product_attention(query, key, value, attn_mask=None, scale=None, **kwargs):
-        out = kernel(query, key, value, attn_mask, scale)
-        return sdpa(query, key, value, attn_mask=attn_mask, scale=scale, **kwargs) if out is None else out
-
-    namespace = types.SimpleNamespace(scaled_dot_product_attention=scaled_dot_product_attention)
+    hand = HandKernel(layouts.get, (1, h, w), factor, balance != "off")
+    namespace = types.SimpleNamespace(scaled_dot_product_attention=hand.sdpa(F.scaled_dot_product_attention))
     monkeypatch.setattr(transformer_lumina2, "F", namespace)
     try:
         return run(model, inputs)
@@ -239,14 +210,9 @@ def padded(n):
 
 def z_by_hand(model, monkeypatch, inputs, layouts, grid, factor, balance="channel"):
     """The original model with its dispatch doing ToDo by hand on the keys whose length is in `layouts`."""
-    kernel = hand_kernel(layouts, grid, factor, balance)
-    dispatch = transformer_z_image.dispatch_attention_fn
-
-    def dispatch_attention_fn(query, key, value, attn_mask=None, **kwargs):  # (B, L, heads, D)
-        out = kernel(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), attn_mask)
-        return dispatch(query, key, value, attn_mask=attn_mask, **kwargs) if out is None else out.transpose(1, 2)
-
-    monkeypatch.setattr(transformer_z_image, "dispatch_attention_fn", dispatch_attention_fn)
+    hand = HandKernel(layouts.get, grid, factor, balance != "off")
+    dispatch = hand.dispatch(transformer_z_image.dispatch_attention_fn)
+    monkeypatch.setattr(transformer_z_image, "dispatch_attention_fn", dispatch)
     try:
         return run(model, inputs)
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from dit_reference import todo_kernel
+from dit_family_checks import HandKernel, kernel_replaced
 
 from lib_todo.backends import dit, dit_family, forge_unsupported_reason, lumina, patch_forge_patcher, served_families
 from lib_todo.backends.dit_forge import patch_dit_patcher
@@ -76,24 +76,13 @@ def lengths(config: str, latent_hw: tuple[int, int]) -> tuple[tuple[int, int, in
 
 def by_hand(module: Any, network, args, grid, layouts, factor) -> torch.Tensor:
     """The network called directly, its module's `attention_function` doing ToDo by hand where the key length
-    says noise refiner or main layer, and running the original elsewhere."""
-    original = module.attention_function
-    kernel = todo_kernel(layouts.get, grid, factor)
-
-    def attention_function(q, k, v, heads, mask=None, skip_reshape=False, **kwargs):
-        assert skip_reshape  # Neo's JointAttention hands (B, heads, L, D)
-        out = kernel(q, k, v, mask)
-        if out is None:
-            return original(q, k, v, heads, mask, skip_reshape=True, **kwargs)
-        return out.transpose(1, 2).flatten(2)
-
-    module.attention_function = attention_function
-    try:
+    says noise refiner or main layer, and running the original elsewhere; every call (B, heads, L, D), as Neo's
+    JointAttention hands it."""
+    hand = HandKernel(layouts.get, grid, factor)
+    with kernel_replaced(module, "attention_function", hand.forge(module.attention_function, split=True)):
         with torch.no_grad():
             c = dict(args["c"])
             return network(args["input"], args["timestep"], context=c.pop("c_crossattn"), **c)
-    finally:
-        module.attention_function = original
 
 
 def with_todo(stub, network, args, settings, balance="channel"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dit_reference import todo_kernel
+from dit_family_checks import HandKernel
 from neo_host import neo_module, requires_neo
 
 from lib_todo.backends import dit, flux
@@ -57,18 +57,10 @@ def run_with_todo(network, settings, apply_model, args, balance="channel"):
 
 
 def run_by_hand(module, monkeypatch, apply_model, args, grid, factor):
-    """The model with Neo's attention_function doing ToDo by hand on every call over text + image (+ refs)."""
-    original = module.attention_function
-    kernel = todo_kernel(lambda length: TXT if length >= TXT + grid[1] * grid[2] else None, grid, factor)
-
-    def attention_function(q, k, v, heads, mask=None, skip_reshape=False, **kwargs):
-        assert skip_reshape  # Neo's Flux hands (B, heads, L, D)
-        out = kernel(q, k, v, mask)
-        if out is None:
-            return original(q, k, v, heads, mask=mask, skip_reshape=True, **kwargs)
-        return out.transpose(1, 2).flatten(2)
-
-    monkeypatch.setattr(module, "attention_function", attention_function)
+    """The model with Neo's attention_function doing ToDo by hand on every call over text + image (+ refs); every
+    call (B, heads, L, D), as Neo's Flux hands it."""
+    hand = HandKernel(lambda length: TXT if length >= TXT + grid[1] * grid[2] else None, grid, factor)
+    monkeypatch.setattr(module, "attention_function", hand.forge(module.attention_function, split=True))
     with torch.no_grad():
         return apply_model(args["input"], args["timestep"], **args["c"])
 

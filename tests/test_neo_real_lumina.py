@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dit_reference import todo_kernel
+from dit_family_checks import HandKernel
 from neo_host import neo_module, requires_neo
 
 from lib_todo.backends import dit, dit_family, lumina
@@ -85,25 +85,12 @@ def run_with_todo(network, settings, apply_model, args, balance="channel"):
 
 
 def run_by_hand(module, monkeypatch, apply_model, args, grid, layouts, factor):
-    original = module.attention_function
-    kernel = todo_kernel(layouts.get, grid, factor)
-    calls = {"by hand": 0, "Neo's": 0}
-
-    def attention_function(q, k, v, heads, mask=None, skip_reshape=False, **kwargs):
-        assert skip_reshape  # Neo's JointAttention hands (B, heads, L, D)
-        out = kernel(q, k, v, mask)
-        if out is None:
-            calls["Neo's"] += 1
-            return original(q, k, v, heads, mask, skip_reshape=True, **kwargs)
-        calls["by hand"] += 1
-        return out.transpose(1, 2).flatten(2)
-
-    monkeypatch.setattr(module, "attention_function", attention_function)
-    try:
-        with torch.no_grad():
-            return apply_model(args["input"], args["timestep"], **args["c"]), calls
-    finally:
-        monkeypatch.undo()
+    """The model with Neo's attention_function doing ToDo by hand where the key length is in `layouts`; every call
+    (B, heads, L, D), as Neo's JointAttention hands it."""
+    hand = HandKernel(layouts.get, grid, factor)
+    monkeypatch.setattr(module, "attention_function", hand.forge(module.attention_function, split=True))
+    with torch.no_grad():
+        return apply_model(args["input"], args["timestep"], **args["c"]), hand
 
 
 @pytest.mark.parametrize(
@@ -124,8 +111,8 @@ def test_neo_nextdit_equals_todo_by_hand(neo_lumina, monkeypatch, config, latent
         plain = apply_model(args["input"], args["timestep"], **args["c"])
     got, state = run_with_todo(network, TodoSettings(factor=factor), apply_model, args, balance)
     grid, layouts = key_layouts(config, latent_hw)
-    expected, calls = run_by_hand(neo_lumina, monkeypatch, apply_model, args, grid, layouts, factor)
-    assert calls == {"by hand": 3, "Neo's": 1}  # noise refiner + 2 layers; the context refiner ran Neo's kernel
+    expected, hand = run_by_hand(neo_lumina, monkeypatch, apply_model, args, grid, layouts, factor)
+    assert hand.todo == 3 and hand.host == 1  # noise refiner + 2 layers; the context refiner ran Neo's kernel
     scale = float(expected.abs().max())
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * scale)
     assert (got - plain).abs().max() > 1e-3 * scale

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dit_reference import todo_kernel
+from dit_family_checks import HandKernel
 from neo_host import neo_module, requires_neo
 
 from lib_todo.backends import dit, qwen
@@ -65,23 +65,14 @@ def run_with_todo(network, settings, apply_model, args, balance="channel"):
 
 
 def run_by_hand(module, monkeypatch, apply_model, args, grid, factor):
-    """The model with Neo's attention_function doing ToDo by hand on every [text, target (, references)] call."""
-    original = module.attention_function
-    kernel = todo_kernel(lambda length: TXT if length >= TXT + grid[1] * grid[2] else None, grid, factor)
-    seen = []
-
-    def attention_function(q, k, v, heads, mask=None, **kwargs):
-        assert q.dim() == 3 and mask is None  # Neo's Qwen hands (B, L, heads*D), and no mask
-        seen.append(k.shape[1])
-        out = kernel(*(t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v)), mask)
-        return original(q, k, v, heads, mask, **kwargs) if out is None else out.transpose(1, 2).flatten(2)
-
-    monkeypatch.setattr(module, "attention_function", attention_function)
-    try:
-        with torch.no_grad():
-            return apply_model(args["input"], args["timestep"], **args["c"]), seen
-    finally:
-        monkeypatch.setattr(module, "attention_function", original)
+    """The model with Neo's attention_function doing ToDo by hand on every [text, target (, references)] call:
+    (output, the key length of each call); every call by hand, (B, L, heads*D) and no mask, as Neo's Qwen hands it."""
+    hand = HandKernel(lambda length: TXT if length >= TXT + grid[1] * grid[2] else None, grid, factor)
+    monkeypatch.setattr(module, "attention_function", hand.forge(module.attention_function, split=False))
+    with torch.no_grad():
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+    assert hand.host == 0 and hand.masked == [False] * hand.todo
+    return out, hand.keys
 
 
 @pytest.mark.parametrize(("latent_hw", "factor"), [((8, 12), 2), ((9, 11), 2), ((12, 12), 3)])

@@ -11,8 +11,7 @@ import sys
 
 import pytest
 import torch
-from dit_family_checks import neo_stand_ins
-from dit_reference import attention_by_hand, kept_keys
+from dit_family_checks import HandKernel, neo_stand_ins
 from neo_host import neo_module, requires_neo
 
 from lib_todo.backends import dit, dit_family, wan
@@ -66,28 +65,15 @@ def run_with_todo(network, settings, apply_model, args, balance="channel", previ
         return wrapper(apply_model, args), state
 
 
-class ByHand:
-    """Neo's attention_function with ToDo written out for calls over the video's tokens (+ `extra` after them);
-    every other call goes to Neo's own, its (query length, key length) recorded in `host`."""
-
-    def __init__(self, original, grid, factor, extra=0):
-        self.original, self.grid, self.factor, self.extra = original, grid, factor, extra
-        self.host: list[tuple[int, int]] = []
-        self.todo = 0
-
-    def __call__(self, q, k, v, heads, mask=None, skip_reshape=False, **kwargs):
-        n = math.prod(self.grid) + self.extra
-        if skip_reshape or q.shape[1] != n or k.shape[1] != n:
-            self.host.append((q.shape[1], k.shape[1]))
-            return self.original(q, k, v, heads, mask=mask, skip_reshape=skip_reshape, **kwargs)
-        self.todo += 1
-        keep, bias = kept_keys(0, self.grid, self.factor, n)
-        q4, k4, v4 = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
-        return attention_by_hand(q4, k4, v4, keep, bias).transpose(1, 2).flatten(2)
+def by_hand(grid, factor, extra=0) -> HandKernel:
+    """ToDo written out for Neo's attention_function on calls over the video's tokens (+ `extra` after them); every
+    other call goes to Neo's own, its (query length, key length) recorded in `left`."""
+    n = math.prod(grid) + extra
+    return HandKernel(lambda length: 0 if length == n else None, grid, factor)
 
 
-def run_by_hand(module, monkeypatch, apply_model, args, kernel):
-    monkeypatch.setattr(module, "attention_function", kernel)
+def run_by_hand(module, monkeypatch, apply_model, args, hand):
+    monkeypatch.setattr(module, "attention_function", hand.forge(module.attention_function))
     try:
         return run_plain(apply_model, args)
     finally:
@@ -106,12 +92,12 @@ def test_neo_wan_t2v_equals_todo_by_hand(neo_wan, monkeypatch, latent, factor, b
     plain = run_plain(apply_model, args)
     got, state = run_with_todo(network, TodoSettings(factor=factor), apply_model, args, balance)
     assert not dit.installed_anywhere()
-    kernel = ByHand(neo_wan.attention_function, grid_of(latent), factor)
-    expected = run_by_hand(neo_wan, monkeypatch, apply_model, args, kernel)
+    hand = by_hand(grid_of(latent), factor)
+    expected = run_by_hand(neo_wan, monkeypatch, apply_model, args, hand)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-2 * plain.abs().max()
     assert state.calls == 2 and state.applied == {1: float(factor)} and state.skipped == {}
-    assert kernel.todo == 2 and kernel.host == [(math.prod(grid_of(latent)), TEXT)] * 2  # cross-attention: Neo's
+    assert hand.todo == 2 and hand.left == [(math.prod(grid_of(latent)), TEXT)] * 2  # cross-attention: Neo's
 
 
 def test_neo_wan_i2v_keeps_both_cross_attentions_untouched(neo_wan, monkeypatch):
@@ -133,11 +119,11 @@ def test_neo_wan_i2v_keeps_both_cross_attentions_untouched(neo_wan, monkeypatch)
     monkeypatch.setattr(neo_wan, "attention_function", original)
     n = 2 * 5 * 7
     assert seen == [(n, 2 * 3 * 4), (n, CLIP_TOKENS), (n, TEXT)] * 2  # self (downsampled), image, text
-    kernel = ByHand(original, (2, 5, 7), 2)
-    monkeypatch.setattr(neo_wan, "attention_function", kernel)
+    hand = by_hand((2, 5, 7), 2)
+    monkeypatch.setattr(neo_wan, "attention_function", hand.forge(original))
     expected = run_plain(apply_model, args)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert kernel.host == [(n, CLIP_TOKENS), (n, TEXT)] * 2 and state.calls == 2
+    assert hand.left == [(n, CLIP_TOKENS), (n, TEXT)] * 2 and state.calls == 2
 
 
 def test_neo_wan_frames_concatenated_along_time_are_kept_whole(neo_wan, monkeypatch):
@@ -145,10 +131,10 @@ def test_neo_wan_frames_concatenated_along_time_are_kept_whole(neo_wan, monkeypa
     appended = torch.randn(2, 4, 1, 10, 14, generator=torch.Generator().manual_seed(5))
     apply_model, args = model_call(network, (2, 10, 14), time_dim_concat=appended)
     got, state = run_with_todo(network, TodoSettings(factor=2), apply_model, args)
-    kernel = ByHand(neo_wan.attention_function, (2, 5, 7), 2, extra=5 * 7)
-    expected = run_by_hand(neo_wan, monkeypatch, apply_model, args, kernel)
+    hand = by_hand((2, 5, 7), 2, extra=5 * 7)
+    expected = run_by_hand(neo_wan, monkeypatch, apply_model, args, hand)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert state.calls == 2 and kernel.todo == 2
+    assert state.calls == 2 and hand.todo == 2
 
 
 def test_neo_wan_with_radial_attention_replacing_wan_attention(neo_wan, monkeypatch):
@@ -164,12 +150,12 @@ def test_neo_wan_with_radial_attention_replacing_wan_attention(neo_wan, monkeypa
     monkeypatch.setattr(neo_wan, "attention", neo_wan.attention)  # put back after the test, as Radial does not
     got, state = run_with_todo(network, TodoSettings(factor=2), apply_model, args, previous=radial)
     assert radial_calls == [1, 2] and state.calls == 1 and state.skipped == {"other kernel": 2}
-    kernel = ByHand(neo_wan.attention_function, (2, 5, 7), 2)
-    monkeypatch.setattr(neo_wan, "attention_function", kernel)
+    hand = by_hand((2, 5, 7), 2)
+    monkeypatch.setattr(neo_wan, "attention_function", hand.forge(neo_wan.attention_function))
     with torch.no_grad():
         expected = radial(apply_model, args)  # Radial alone, ToDo by hand in its dense block
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert kernel.todo == 1 and not dit.installed_anywhere()
+    assert hand.todo == 1 and not dit.installed_anywhere()
 
 
 def test_neo_wan_factor_one_installs_nothing(neo_wan):

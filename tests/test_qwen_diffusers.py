@@ -4,9 +4,11 @@ the ORIGINAL model whose `dispatch_attention_fn` does ToDo by hand (tests/dit_re
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from dit_reference import attention_by_hand, kept_keys
+from dit_family_checks import HandKernel, kernel_replaced
 
 import lib_todo
 from lib_todo import TodoSettings
@@ -59,24 +61,15 @@ def processors(model) -> list:
     return [block.attn.processor for block in model.transformer_blocks]
 
 
-def by_hand(monkeypatch, model, kwargs: dict, grid: tuple[int, int, int], factor: int, balance: bool = True):
-    """The original model with its dispatch doing ToDo by hand on [text, target grid, references] calls."""
-    original = transformer_qwenimage.dispatch_attention_fn
-    calls = []
-
-    def attend(query, key, value, attn_mask=None, **kwargs):  # (B, L, heads, D)
-        assert query.shape[1] == key.shape[1] >= TXT + grid[0] * grid[1] * grid[2]
-        keep, bias = kept_keys(TXT, grid, factor, key.shape[1])
-        q, k, v = (x.transpose(1, 2) for x in (query, key, value))
-        out = attention_by_hand(q, k, v, keep, bias if balance else [0.0] * len(bias), kwargs.get("scale"), attn_mask)
-        calls.append(attn_mask is not None)
-        return out.transpose(1, 2)
-
-    monkeypatch.setattr(transformer_qwenimage, "dispatch_attention_fn", attend)
-    try:
-        return run(model, kwargs), calls
-    finally:
-        monkeypatch.setattr(transformer_qwenimage, "dispatch_attention_fn", original)
+def by_hand(model, kwargs: dict, grid: tuple[int, int, int], factor: int, balance: bool = True):
+    """The original model with its dispatch doing ToDo by hand on [text, target grid, references] calls (every
+    call is one of them); (output, the hand kernel)."""
+    hand = HandKernel(lambda length: TXT if length >= TXT + math.prod(grid) else None, grid, factor, balance)
+    dispatch = hand.dispatch(transformer_qwenimage.dispatch_attention_fn)
+    with kernel_replaced(transformer_qwenimage, "dispatch_attention_fn", dispatch):
+        out = run(model, kwargs)
+    assert hand.host == 0 and hand.todo == LAYERS  # one joint call per block, each by hand
+    return out, hand
 
 
 def test_the_table_serves_it_and_the_plan_uses_qwen_images_native_size(model):
@@ -109,7 +102,7 @@ def test_factor_one_installs_nothing_and_is_bit_identical(model):
         ([(1, 6, 6), (1, 4, 4), (1, 2, 5)], 2, "channel"),  # Edit Plus: two references
     ],
 )
-def test_equals_the_original_model_with_todo_written_by_hand(model, monkeypatch, shapes, factor, balance):
+def test_equals_the_original_model_with_todo_written_by_hand(model, shapes, factor, balance):
     kwargs = inputs(shapes)
     before = processors(model)
     with lib_todo.patched(model, TodoSettings(factor=factor), balance=balance) as handle:
@@ -120,13 +113,13 @@ def test_equals_the_original_model_with_todo_written_by_hand(model, monkeypatch,
     assert not dit_diffusers.has_todo(model)
     assert all(a is b for a, b in zip(processors(model), before, strict=True))
     plain = run(model, kwargs)
-    expected, _ = by_hand(monkeypatch, model, kwargs, shapes[0], factor, balance != "off")
+    expected, _ = by_hand(model, kwargs, shapes[0], factor, balance != "off")
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("balance", ["channel", "mask"])
-def test_captions_of_different_length_keep_their_mask_columns(model, monkeypatch, balance):
+def test_captions_of_different_length_keep_their_mask_columns(model, balance):
     """`encoder_hidden_states_mask` (item 0 has 3 of 6 caption tokens) becomes a (B, 1, 1, T + N) boolean mask;
     ToDo keeps each kept key's column, so padding stays unseen, and equals the hand reference."""
     kwargs = inputs([(1, 6, 8), (1, 2, 3)], mask_lengths=(3, 6))
@@ -139,24 +132,24 @@ def test_captions_of_different_length_keep_their_mask_columns(model, monkeypatch
     torch.testing.assert_close(moved[0], got[0], rtol=1e-5, atol=1e-6)  # the padded caption keys stay masked
     assert (moved[1] - got[1]).abs().max() == 0.0
     plain = run(model, kwargs)
-    expected, masked = by_hand(monkeypatch, model, kwargs, (1, 6, 8), 2)
-    assert masked == [True] * LAYERS
+    expected, hand = by_hand(model, kwargs, (1, 6, 8), 2)
+    assert hand.masked == [True] * LAYERS
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
 
 
-def test_edit_2511_zero_cond_t_with_a_reference(monkeypatch):
+def test_edit_2511_zero_cond_t_with_a_reference():
     """zero_cond_t (Qwen-Image-Edit-2511) modulates reference tokens from t = 0; the sequence is the same."""
     model = make_model(zero_cond_t=True)
     kwargs = inputs([(1, 5, 6), (1, 4, 4)])
     with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
         got = run(model, kwargs)
     assert handle.state.calls == LAYERS
-    expected, _ = by_hand(monkeypatch, model, kwargs, (1, 5, 6), 2)
+    expected, _ = by_hand(model, kwargs, (1, 5, 6), 2)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_layered_layers_are_the_targets_frames(monkeypatch):
+def test_layered_layers_are_the_targets_frames():
     """Qwen-Image-Layered: layers + 1 images of one size generated together (frames 0..L of its 3-D RoPE), then
     the condition image: the layers are downsampled frame by frame, the condition image is kept whole."""
     model = make_model(use_layer3d_rope=True)
@@ -166,7 +159,7 @@ def test_layered_layers_are_the_targets_frames(monkeypatch):
         got = run(model, kwargs)
     assert handle.state.calls == LAYERS and handle.applied == {1: 2.0}
     plain = run(model, kwargs)
-    expected, _ = by_hand(monkeypatch, model, kwargs, (3, 4, 6), 2)
+    expected, _ = by_hand(model, kwargs, (3, 4, 6), 2)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
 
@@ -226,16 +219,14 @@ def test_a_block_with_another_processor_is_left_alone(model, monkeypatch):
             got = run(model, kwargs)
             assert block.attn.processor is custom
         assert handle.state.calls == LAYERS - 1
-        hand = transformer_qwenimage.dispatch_attention_fn
+        host = transformer_qwenimage.dispatch_attention_fn
+        by_hand_after_the_first = HandKernel(lambda length: TXT, (1, 6, 8), 2).dispatch(host)
         seen = []
 
         def first_block_plain(query, key, value, attn_mask=None, **kw):
             seen.append(key.shape[1])
-            if len(seen) == 1:
-                return hand(query, key, value, attn_mask=attn_mask, **kw)
-            keep, bias = kept_keys(TXT, (1, 6, 8), 2, key.shape[1])
-            q, k, v = (x.transpose(1, 2) for x in (query, key, value))
-            return attention_by_hand(q, k, v, keep, bias, None, attn_mask).transpose(1, 2)
+            kernel = host if len(seen) == 1 else by_hand_after_the_first
+            return kernel(query, key, value, attn_mask=attn_mask, **kw)
 
         monkeypatch.setattr(transformer_qwenimage, "dispatch_attention_fn", first_block_plain)
         torch.testing.assert_close(got, run(model, kwargs), rtol=1e-4, atol=1e-5)

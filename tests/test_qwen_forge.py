@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from dit_reference import todo_kernel
+from dit_family_checks import HandKernel, kernel_replaced
 
 from lib_todo.backends import dit, dit_family, forge_unsupported_reason, patch_forge_patcher, qwen
 from lib_todo.backends.dit_forge import patch_dit_patcher
@@ -48,23 +48,15 @@ def call(stub, patcher, latent_hw: tuple[int, int], **conds: Any) -> torch.Tenso
         return call_patcher(patcher, x, torch.tensor([1.0, 2.0]), c)
 
 
-def by_hand(stub, monkeypatch, patcher, latent_hw, factor, **conds) -> torch.Tensor:
-    """The model without ToDo, its attention_function doing ToDo by hand on [text, target, references] calls."""
+def by_hand(stub, patcher, latent_hw, factor, **conds) -> torch.Tensor:
+    """The model without ToDo, its attention_function doing ToDo by hand on [text, target, references] calls: every
+    call, (B, L, heads*D) and no mask, as Neo's Qwen hands it."""
     grid = (1, -(-latent_hw[0] // 2), -(-latent_hw[1] // 2))
-    original = stub.attention_function
-    kernel = todo_kernel(lambda length: TXT if length >= TXT + grid[1] * grid[2] else None, grid, factor)
-
-    def attention_function(q, k, v, heads, mask=None, **kwargs):
-        assert q.dim() == 3 and mask is None  # Neo's Qwen hands (B, L, heads*D) and no mask
-        split = [t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v)]
-        out = kernel(*split, mask)
-        return original(q, k, v, heads, mask, **kwargs) if out is None else out.transpose(1, 2).flatten(2)
-
-    monkeypatch.setattr(stub, "attention_function", attention_function)
-    try:
-        return call(stub, patcher, latent_hw, **conds)
-    finally:
-        monkeypatch.setattr(stub, "attention_function", original)
+    hand = HandKernel(lambda length: TXT if length >= TXT + grid[1] * grid[2] else None, grid, factor)
+    with kernel_replaced(stub, "attention_function", hand.forge(stub.attention_function, split=False)):
+        out = call(stub, patcher, latent_hw, **conds)
+    assert hand.host == 0 and hand.masked == [False] * hand.todo
+    return out
 
 
 def test_the_table_serves_it(stub):
@@ -75,7 +67,7 @@ def test_the_table_serves_it(stub):
 
 
 @pytest.mark.parametrize(("latent_hw", "factor"), [((8, 12), 2), ((9, 11), 2), ((12, 12), 3)])
-def test_whole_model_equals_todo_by_hand(stub, monkeypatch, latent_hw, factor):
+def test_whole_model_equals_todo_by_hand(stub, latent_hw, factor):
     patcher = stub.make_patcher()
     original = stub.attention_function
     plain = call(stub, patcher, latent_hw)
@@ -84,22 +76,22 @@ def test_whole_model_equals_todo_by_hand(stub, monkeypatch, latent_hw, factor):
     assert state.calls == 2 and state.applied == {1: float(factor)} and state.skipped == {}
     assert state.latent_hw == (-(-latent_hw[0] // 2), -(-latent_hw[1] // 2))
     assert stub.attention_function is original and not dit.installed_anywhere()
-    expected = by_hand(stub, monkeypatch, patcher, latent_hw, factor)
+    expected = by_hand(stub, patcher, latent_hw, factor)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
     assert patcher.model_options.get("model_function_wrapper") is None  # the original patcher is untouched
 
 
-def test_balance_in_a_mask(stub, monkeypatch):
+def test_balance_in_a_mask(stub):
     patcher = stub.make_patcher()
     clone, state = patch_dit_patcher(patcher, qwen.FORGE_QWEN, TodoSettings(factor=2), balance="mask")
     got = call(stub, clone, (9, 10))
-    torch.testing.assert_close(got, by_hand(stub, monkeypatch, patcher, (9, 10), 2), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, by_hand(stub, patcher, (9, 10), 2), rtol=1e-4, atol=1e-5)
     assert state.calls == 2
 
 
 @pytest.mark.parametrize("where", ["conds", "global"])
-def test_edit_reference_tokens_are_kept_whole(stub, monkeypatch, where):
+def test_edit_reference_tokens_are_kept_whole(stub, where):
     """Edit's reference latents come in the conds or in Neo's global list; either way they follow the target."""
     refs = [torch.randn(1, stub.LATENT_CHANNELS, 1, 6, 5, generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
     conds = {"ref_latents": refs} if where == "conds" else {}
@@ -110,7 +102,7 @@ def test_edit_reference_tokens_are_kept_whole(stub, monkeypatch, where):
     clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
     got = call(stub, clone, (8, 8), **conds)
     assert state.calls == 2 and state.skipped == {}
-    torch.testing.assert_close(got, by_hand(stub, monkeypatch, patcher, (8, 8), 2, **conds), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, by_hand(stub, patcher, (8, 8), 2, **conds), rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
 
 

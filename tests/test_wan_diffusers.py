@@ -4,10 +4,12 @@ by hand (tests/dit_reference.py) in place of the original processors' `dispatch_
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from dit_family_checks import randomise
-from dit_reference import attention_by_hand, kept_keys
+from dit_family_checks import HandKernel, randomise
+from dit_reference import kept_keys
 
 import lib_todo
 from lib_todo import TodoSettings
@@ -64,23 +66,14 @@ def processors(model: torch.nn.Module) -> list:
     return [m.processor for m in model.modules() if hasattr(m, "processor")]
 
 
-def todo_by_hand(monkeypatch, grid: tuple[int, int, int], factor: int, balance: bool, seen: list | None = None):
+def todo_by_hand(monkeypatch, grid: tuple[int, int, int], factor: int, balance: bool = True) -> HandKernel:
     """The ORIGINAL processors with ToDo written out: a call whose queries and keys are the video's tokens gets the
     kept keys (1 x f x f per frame) and their bias; every other call (attn2: text, CLIP image) goes to diffusers'
-    own dispatch, recorded in `seen` as (query length, key length)."""
-    original = transformer_wan.dispatch_attention_fn
-    n = grid[0] * grid[1] * grid[2]
-
-    def dispatch(query, key, value, attn_mask=None, **kwargs):  # (B, L, heads, D)
-        if key.shape[1] != n or query.shape[1] != n:
-            if seen is not None:
-                seen.append((query.shape[1], key.shape[1]))
-            return original(query, key, value, attn_mask=attn_mask, **kwargs)
-        keep, bias = kept_keys(0, grid, factor, n)
-        q, k, v = (t.transpose(1, 2) for t in (query, key, value))
-        return attention_by_hand(q, k, v, keep, bias if balance else [0.0] * len(bias)).transpose(1, 2)
-
-    monkeypatch.setattr(transformer_wan, "dispatch_attention_fn", dispatch)
+    own dispatch, recorded in the hand kernel's `left` as (query length, key length)."""
+    n = math.prod(grid)
+    hand = HandKernel(lambda length: 0 if length == n else None, grid, factor, balance)
+    monkeypatch.setattr(transformer_wan, "dispatch_attention_fn", hand.dispatch(transformer_wan.dispatch_attention_fn))
+    return hand
 
 
 def recording(monkeypatch) -> list[tuple[int, int]]:
@@ -120,14 +113,14 @@ def test_todo_equals_the_original_processors_with_todo_written_by_hand(monkeypat
     assert handle.state.calls == LAYERS * (2 if kind == "vace" else 1) and handle.state.skipped == {}
     assert not dit_diffusers.has_todo(model)
     assert all(a is b for a, b in zip(processors(model), before, strict=True))
-    cross: list[tuple[int, int]] = []
-    todo_by_hand(monkeypatch, grid_of(latent), factor, balance != "off", cross)
+    hand = todo_by_hand(monkeypatch, grid_of(latent), factor, balance != "off")
     expected = run(model, kwargs)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert (got - plain).abs().max() > 1e-2 * plain.abs().max()
     n = grid_of(latent)[0] * grid_of(latent)[1] * grid_of(latent)[2]
     per_block = [(n, I2V_IMAGE), (n, I2V_TEXT)] if kind == "i2v" else [(n, 5)]  # attn2: CLIP image, then text
-    assert cross == per_block * (LAYERS * (2 if kind == "vace" else 1))
+    assert hand.left == per_block * (LAYERS * (2 if kind == "vace" else 1))
+    assert hand.todo == LAYERS * (2 if kind == "vace" else 1)
 
 
 def test_cross_attention_reaches_diffusers_dispatch_untouched(monkeypatch):
@@ -190,7 +183,7 @@ def test_two_experts_of_a_wan_2_2_pipeline_share_one_state(monkeypatch):
         assert lib_todo.remove(pipe) == 4  # a pre-hook and a forward hook on each expert
     handle.remove()
     assert not dit_diffusers.has_todo(pipe.transformer) and not dit_diffusers.has_todo(pipe.transformer_2)
-    todo_by_hand(monkeypatch, (2, 5, 7), 2, balance=True)
+    todo_by_hand(monkeypatch, (2, 5, 7), 2)
     torch.testing.assert_close(high, run(pipe.transformer, kwargs), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(low, run(pipe.transformer_2, kwargs), atol=1e-5, rtol=1e-4)
 
