@@ -126,7 +126,8 @@ def kernel_replaced(module: Any, name: str, replacement: Callable) -> Iterator[N
 
 @contextmanager
 def neo_stand_ins() -> Iterator[Any]:
-    """tests/webui_stub importable (the `stub_dit` stand-ins, `stub_models`' patcher) within; forgotten after."""
+    """tests/webui_stub importable (the `stub_dit` stand-ins, the `stub_flux` kernel they share, `stub_models`'
+    patcher) within; forgotten after."""
     sys.path.insert(0, str(STUB))
     try:
         import stub_dit.neo_parts
@@ -134,5 +135,5 @@ def neo_stand_ins() -> Iterator[Any]:
         yield stub_dit.neo_parts
     finally:
         sys.path.remove(str(STUB))
-        for name in [n for n in sys.modules if n.split(".")[0] in ("stub_dit", "stub_models")]:
+        for name in [n for n in sys.modules if n.split(".")[0] in ("stub_dit", "stub_flux", "stub_models")]:
             del sys.modules[name]

@@ -7,21 +7,18 @@ the context refiners."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from dit_family_checks import HandKernel, kernel_replaced
+from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins
 
 from lib_todo.backends import dit, dit_family, forge_unsupported_reason, lumina, patch_forge_patcher, served_families
 from lib_todo.backends.dit_forge import patch_dit_patcher
 from lib_todo.settings import TodoSettings
 from lib_todo.state import CLOSED_WINDOW
 
-STUB = Path(__file__).resolve().parent / "webui_stub"
 TXT, CAP_DIM = 5, 24
 CONFIGS = {
     "lumina": {"kv_heads": 1, "pad_tokens_multiple": None, "z_image_modulation": False},
@@ -32,17 +29,12 @@ CONFIGS = {
 @pytest.fixture
 def stub() -> Iterator[Any]:
     """The NextDiT stand-ins (modules `stub_dit.lumina`, `stub_dit.lumina_fused`), importable for one test."""
-    sys.path.insert(0, str(STUB))
-    try:
+    with neo_stand_ins():
         from stub_dit import lumina as stub_lumina
         from stub_dit import lumina_fused
 
         stub_lumina.fused = lumina_fused
         yield stub_lumina
-    finally:
-        sys.path.remove(str(STUB))
-        for name in [n for n in sys.modules if n.split(".")[0] in ("stub_dit", "stub_models")]:
-            del sys.modules[name]
 
 
 def make_network(stub: Any, config: str) -> torch.nn.Module:
@@ -86,7 +78,7 @@ def by_hand(module: Any, network, args, grid, layouts, factor) -> torch.Tensor:
 
 
 def with_todo(stub, network, args, settings, balance="channel"):
-    patcher = stub.make_patcher(network)
+    patcher = stub.neo_patcher(network)
     if balance == "channel":
         clone, state = patch_forge_patcher(patcher, settings)
     else:
@@ -110,7 +102,7 @@ def test_whole_model_equals_todo_by_hand(stub, config, latent_hw, factor, balanc
     network = make_network(stub, config)
     args = model_args(latent_hw)
     with torch.no_grad():
-        plain = stub.call_patcher(stub.make_patcher(network), args["input"], args["timestep"], args["c"])
+        plain = stub.call_patcher(stub.neo_patcher(network), args["input"], args["timestep"], args["c"])
     got, state = with_todo(stub, network, args, TodoSettings(factor=factor), balance)
     grid, layouts = lengths(config, latent_hw)
     expected = by_hand(stub, network, args, grid, layouts, factor)
@@ -135,7 +127,7 @@ def test_context_refiner_with_its_caption_mask_is_untouched(stub):
     hook = network.context_refiner[0].attention.register_forward_hook(lambda m, a, out: seen.append(out))
     try:
         with torch.no_grad():
-            stub.call_patcher(stub.make_patcher(network), args["input"], args["timestep"], args["c"])
+            stub.call_patcher(stub.neo_patcher(network), args["input"], args["timestep"], args["c"])
         got, state = with_todo(stub, network, args, TodoSettings(factor=2))
     finally:
         hook.remove()
@@ -178,7 +170,7 @@ def test_families_recognised_and_named_by_the_network(stub):
 
 def test_factor_1_and_closed_window_are_bit_identical(stub):
     network = make_network(stub, "z-image")
-    patcher = stub.make_patcher(network)
+    patcher = stub.neo_patcher(network)
     args = model_args((12, 16))
     original = stub.attention_function
     with torch.no_grad():
@@ -196,7 +188,7 @@ def test_factor_1_and_closed_window_are_bit_identical(stub):
 
 def test_auto_is_off_at_native_size_and_acts_above_it(stub):
     network = make_network(stub, "lumina")
-    patcher = stub.make_patcher(network)
+    patcher = stub.neo_patcher(network)
     args = model_args((12, 16))
     with torch.no_grad():
         baseline = stub.call_patcher(patcher, args["input"], args["timestep"], args["c"])
@@ -211,7 +203,7 @@ def test_auto_is_off_at_native_size_and_acts_above_it(stub):
 def test_an_exception_mid_call_restores_the_attention_function(stub):
     network = make_network(stub, "lumina")
     original = stub.attention_function
-    clone, state = patch_forge_patcher(stub.make_patcher(network), TodoSettings(factor=2))
+    clone, state = patch_forge_patcher(stub.neo_patcher(network), TodoSettings(factor=2))
 
     def fail(module, args):
         assert stub.attention_function is not original  # ToDo's is in place mid-call

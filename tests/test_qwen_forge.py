@@ -4,37 +4,29 @@ the same network whose `attention_function` does ToDo by hand (tests/dit_referen
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from dit_family_checks import HandKernel, kernel_replaced
+from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins
 
 from lib_todo.backends import dit, dit_family, forge_unsupported_reason, patch_forge_patcher, qwen
 from lib_todo.backends.dit_forge import patch_dit_patcher
 from lib_todo.settings import TodoSettings
 from lib_todo.state import CLOSED_WINDOW
 
-STUB = Path(__file__).resolve().parent / "webui_stub"
 TXT = 5
 
 
 @pytest.fixture
 def stub() -> Iterator[Any]:
     """The Qwen stand-in (module `stub_dit.qwen`), importable for one test, then forgotten."""
-    sys.path.insert(0, str(STUB))
-    try:
+    with neo_stand_ins():
         from stub_dit import qwen as stub_qwen
 
         stub_qwen.REF_LATENTS.clear()
         yield stub_qwen
-    finally:
-        sys.path.remove(str(STUB))
-        for name in [n for n in sys.modules if n.split(".")[0] in ("stub_dit", "stub_flux", "stub_models")]:
-            del sys.modules[name]
 
 
 def call(stub, patcher, latent_hw: tuple[int, int], **conds: Any) -> torch.Tensor:

@@ -21,18 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import neo_parts
+from .neo_parts import call_patcher, neo_patcher  # noqa: F401 - the tests reach them from here
+
 AXES = (4, 6, 6)  # RoPE channels per axis (sequence index, row, column): head dim 16
 
 
 def attention_function(q, k, v, heads, mask=None, attn_precision=None, skip_reshape=False, **kwargs):
-    """Neo's kernel contract: (B, heads, L, D) with skip_reshape, else (B, L, heads*D); answers (B, L, heads*D).
-    A 2-D mask (B, L) marks the keys to attend."""
-    if not skip_reshape:
-        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+    """Neo's kernel (neo_parts, the hosts' one stand-in), as this stand-in's blocks call it: (B, heads, L, D) with
+    skip_reshape, else (B, L, heads*D); answers (B, L, heads*D). A 2-D mask (B, L) marks the keys to attend."""
     if mask is not None and mask.dim() == 2:
         mask = mask.bool()[:, None, None, :]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out.transpose(1, 2).flatten(2)
+    return neo_parts.attention_function(q, k, v, heads, mask, attn_precision, skip_reshape, **kwargs)
 
 
 def rope_angles(positions: torch.Tensor) -> torch.Tensor:
@@ -161,29 +161,3 @@ class NextDiT(nn.Module):
         out = self.final(joint[:, n_cap : n_cap + n_img])
         out = out.reshape(b, h, w, 2, 2, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, 2 * h, 2 * w)
         return -out[:, :, :height, :width]
-
-
-class KModel(nn.Module):
-    """backend/modules/k_model.py's `apply_model`, the part ToDo sees (no sigma scaling)."""
-
-    def __init__(self, diffusion_model: nn.Module) -> None:
-        super().__init__()
-        self.diffusion_model = diffusion_model
-
-    def apply_model(self, x, t, c_crossattn=None, transformer_options=None, **conds):
-        return self.diffusion_model(x, t, context=c_crossattn, transformer_options=transformer_options or {}, **conds)
-
-
-def make_patcher(network: nn.Module) -> Any:
-    """Neo's UNet patcher (stub_models.UnetPatcher, Neo's clone) around `network`."""
-    import stub_models
-
-    return stub_models.UnetPatcher(KModel(network), "neo")
-
-
-def call_patcher(patcher: Any, x: torch.Tensor, t: torch.Tensor, c: dict[str, Any]) -> torch.Tensor:
-    """One model call as Neo's sampling function makes it: through `model_function_wrapper` when set."""
-    wrapper = patcher.model_options.get("model_function_wrapper")
-    if wrapper is None:
-        return patcher.model.apply_model(x, t, **c)
-    return wrapper(patcher.model.apply_model, {"input": x, "timestep": t, "c": c, "cond_or_uncond": [0]})

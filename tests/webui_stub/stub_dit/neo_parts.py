@@ -1,10 +1,8 @@
-"""Parts the Forge Neo stand-ins of Anima, Ernie-Image and Krea 2 share, small and in our words.
+"""Parts the Forge Neo stand-ins (Anima, Ernie-Image, Krea 2, Wan, NextDiT) share, small and in our words.
 
-- `attention_function`: backend/attention.py's kernel as Neo's PyTorch flavour calls it: (q, k, v, heads,
-  mask=None, attn_precision=None, skip_reshape=False, skip_output_reshape=False, **kwargs); with `skip_reshape`
-  the inputs are (B, heads, L, D), otherwise (B, L, heads*D); the output is (B, L, heads*D), or (B, heads, L, D)
-  with `skip_output_reshape`; `transformer_options` and the rest are ignored. Each stand-in imports it into its
-  own module globals, as Neo's model files do.
+- `attention_function`: backend/attention.py's kernel, the hosts' one stand-in of it (stub_flux/attention.py,
+  its signature and layouts described there). Each stand-in imports it into its own module globals, as Neo's
+  model files do.
 - `KModel`: backend/modules/k_model.py's `apply_model`, the part ToDo sees: the network is called with the latent,
   the timestep, `context=c_crossattn`, `transformer_options`, and every other cond as a keyword argument.
 - RoPE: angles per token from integer positions on a few axes; split-half rotation (comfy-kitchen's
@@ -18,25 +16,8 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+from stub_flux.attention import attention_function  # noqa: F401 - the stand-ins import it from here
 from torch import nn
-
-
-def attention_function(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    heads: int,
-    mask: torch.Tensor | None = None,
-    attn_precision: object = None,
-    skip_reshape: bool = False,
-    skip_output_reshape: bool = False,
-    **kwargs: object,
-) -> torch.Tensor:
-    if not skip_reshape:
-        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return out if skip_output_reshape else out.transpose(1, 2).flatten(2)
 
 
 class KModel(nn.Module):

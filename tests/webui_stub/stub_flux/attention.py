@@ -1,4 +1,5 @@
-"""Stand-in for the hosts' backend/attention.py: `attention_function` as its PyTorch (SDPA) flavour.
+"""Stand-in for the hosts' backend/attention.py: `attention_function` as its PyTorch (SDPA) flavour; the one
+stand-in of it, for the Flux stand-ins here and the Neo DiT stand-ins (stub_dit, through stub_dit/neo_parts.py).
 
 Signature of Forge's and Neo's `attention_pytorch`: (q, k, v, heads, mask=None, attn_precision=None,
 skip_reshape=False, skip_output_reshape=False, **kwargs). With `skip_reshape` the inputs are
