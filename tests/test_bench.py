@@ -585,22 +585,25 @@ def test_the_bench_package_has_no_import_circle():
     assert "lib_todo.bench.families.flux" in edges["lib_todo.bench.registry"]  # the graph is really read
 
 
-def test_only_the_flux_adapter_touches_lib_todo_internals():
-    """One place to re-point when the DiT backend changes: FluxTodoAdapter in families/flux.py is the only code of
-    the bench that imports lib_todo.backends or lib_todo.joint_attention."""
+def test_only_the_dit_adapter_touches_lib_todo_internals():
+    """One place to re-point when the DiT backend changes: DitTodoAdapter in families/dit.py, which every DiT family
+    and study of the bench shares, is the only code of the bench that imports lib_todo.backends,
+    lib_todo.joint_attention, or lib_todo's plan and state."""
     root = REPO / "lib_todo" / "bench"
-    internal = ("backends", "joint_attention")
+    internal = ("backends", "joint_attention", "plan", "state")
     found = []
     for path in root.rglob("*.py"):
         tree = ast.parse(path.read_text())
         spans = {n.name: (n.lineno, n.end_lineno) for n in tree.body if isinstance(n, ast.ClassDef)}
         for node in ast.walk(tree):
             module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
-            if module.split(".")[0] in internal or "lib_todo.backends" in module or "lib_todo.joint" in module:
-                start, end = spans.get("FluxTodoAdapter", (0, 0))
+            named = module.split(".")[0] in internal or any(f"lib_todo.{m}" in module for m in internal)
+            plain = isinstance(node, ast.ImportFrom) and node.level and not module and {a.name for a in node.names}
+            if named or (plain and plain & {"backends", "patched", "apply"}):
+                start, end = spans.get("DitTodoAdapter", (0, 0))
                 where = "adapter" if start <= node.lineno <= end else "elsewhere"
                 found.append((path.relative_to(root).as_posix(), where))
-    assert found and set(found) == {("families/flux.py", "adapter")}, found
+    assert found and set(found) == {("families/dit.py", "adapter")}, found
 
 
 def test_flux_bound_attends_to_the_text_keys_only(monkeypatch):
@@ -608,7 +611,7 @@ def test_flux_bound_attends_to_the_text_keys_only(monkeypatch):
     the block's processor is put back after it."""
     from diffusers.models.transformers import transformer_flux
 
-    from lib_todo.bench.families.flux import FluxTodoAdapter
+    from lib_todo.bench.families.dit import DitTodoAdapter
 
     txt = 5
     torch.manual_seed(0)
@@ -616,7 +619,7 @@ def test_flux_bound_attends_to_the_text_keys_only(monkeypatch):
     original = block.attn.processor
     x = torch.randn(2, txt + 12, 32)
     with torch.no_grad():
-        with FluxTodoAdapter.text_keys_only([block.attn], txt, (3, 4)):
+        with DitTodoAdapter.text_keys_only([block.attn], txt, (3, 4)):
             bound = block.attn(hidden_states=x)
         assert block.attn.processor is original
 

@@ -10,14 +10,18 @@ Configurations: those of every DiT (`dit.py`): bound (text keys only), auto, f{F
 off); ideal `base - (1 - M/N) * (base - bound)` for M kept of N image keys. The output change is that of the image
 tokens' output for smooth image inputs (`dit.smooth_tokens`).
 
-Every use of lib_todo's internals (the Flux backend's processor, q/k/v and RoPE helpers, the joint attention
-functions) is in `FluxTodoAdapter` below: the one place to re-point when the backend changes.
+Every use of lib_todo's internals (the DiT engine on a lone block, the joint attention functions) is in
+`dit.DitTodoAdapter`, which every DiT family of the bench shares: the one place to re-point when the backend
+changes. A lone block has no transformer forward whose pre-hook would read `img_ids`, so the adapter tells the DiT
+engine the call itself (text length, image grid) and scopes the block's `attn` as text-first joint attention, as
+the Flux family does for every block of a transformer; ToDo then runs through the block's own
+`dispatch_attention_fn` (the user's kernel), the bias in the way `balance` says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -25,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...settings import TodoSettings
 from ..family import Applied, BenchModel, Config, Family, Size, Widths, image_size
 from . import dit
 
@@ -35,94 +38,6 @@ HIDDEN = HEADS * HEAD_DIM  # 3072
 TEXT_TOKENS = 512
 ROPE_AXES = (16, 56, 56)
 PATCH_PX = 16  # 8 (VAE) x 2 (patchify)
-
-
-class FluxTodoAdapter:
-    """How the bench installs ToDo on one block (or on each block of a transformer, for one known shape), and
-    the other lib_todo internals the Flux rows and studies call. Nothing else in the bench imports
-    `lib_todo.backends` or `lib_todo.joint_attention`; re-point these methods when they change.
-
-    A lone block has no transformer forward whose pre-hook would read `img_ids`, so the bench tells the DiT engine
-    the call itself (`dit.DitCall`: text length, image grid) and scopes the block's `attn` as joint attention
-    (`dit.text_then_image`), as the Flux family does for every block of a transformer; ToDo then runs through the
-    block's own `dispatch_attention_fn` (the user's kernel), the bias in the way `balance` says. The bound is the
-    engine's `BoundCall` (text keys only) in the same place. A whole transformer goes through the public
-    `lib_todo.patched`.
-    """
-
-    @staticmethod
-    @contextmanager
-    def todo(
-        attns: list[nn.Module], settings: TodoSettings, txt_len: int, grid: tuple[int, int], balance: str
-    ) -> Iterator[Any]:
-        """ToDo on the attention modules `attns` of a text-first joint sequence (`txt_len` text tokens, an
-        `h x w` image grid) for the calls inside; yields the pass state (`.applied` {1: factor}, `.calls`)."""
-        from ...backends import dit
-        from ...backends.flux import DIFFUSERS_FLUX
-        from ...plan import TodoPlan
-        from ...state import PassState
-
-        state = PassState(TodoPlan(settings, DIFFUSERS_FLUX.layout()))
-        call = FluxTodoAdapter._block_call(txt_len, grid)
-        scopes = FluxTodoAdapter._block_scopes(attns)
-        with dit.call_scope(scopes, dit.ActiveCall(call, state, balance)):
-            yield state
-
-    @staticmethod
-    @contextmanager
-    def text_keys_only(attns: list[nn.Module], txt_len: int, grid: tuple[int, int]) -> Iterator[None]:
-        """The bound: every query of `attns` (`txt_len` text tokens, then an `h x w` image grid) attends to the
-        text keys/values only."""
-        from ...backends import dit
-        from ...backends.flux import DIFFUSERS_FLUX
-        from ...plan import TodoPlan
-        from ...state import PassState
-
-        state = PassState(TodoPlan(TodoSettings(factor=1), DIFFUSERS_FLUX.layout()))
-        call = FluxTodoAdapter._block_call(txt_len, grid)
-        with dit.call_scope(FluxTodoAdapter._block_scopes(attns), dit.BoundCall(call, state)):
-            yield
-
-    @staticmethod
-    def _block_call(txt_len: int, grid: tuple[int, int]) -> Any:
-        """What the engine needs of one call of a lone block: the text length and the image grid."""
-        from ...backends.dit import DitCall
-        from ...joint_attention import ImageGrid
-
-        return DitCall(ImageGrid(1, *grid), txt_len)
-
-    @staticmethod
-    def _block_scopes(attns: list[nn.Module]) -> Any:
-        """The engine's installation over the modules `attns`, each scoped as text-first joint attention."""
-        from ...backends import dit
-        from ...backends.flux import DIFFUSERS_FLUX
-
-        return dit.installation(DIFFUSERS_FLUX, attns[0], [(a, dit.text_then_image) for a in attns])
-
-    @staticmethod
-    def on_transformer(model: nn.Module, settings: TodoSettings, balance: str) -> AbstractContextManager[Any]:
-        """ToDo on a whole transformer as a user installs it (`lib_todo.patched`), the bias "channel" (the
-        library's default), "mask" or "off"; yields the handle (`.state.calls`)."""
-        from ... import patched
-
-        return patched(model, settings, balance=balance)
-
-    @staticmethod
-    def joint_attention(
-        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, txt_len: int, grid: tuple[int, int], factor: float,
-        balance: bool,
-    ) -> torch.Tensor:  # fmt: skip
-        """ToDo's joint attention alone, text first, (B, heads, L, D) after RoPE -> (B, heads, L, D)."""
-        from ...joint_attention import joint_attention
-
-        return joint_attention(q, k, v, txt_len, grid, factor, balance=balance)
-
-    @staticmethod
-    def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """SDPA with the per-key balance bias (S,) as an additive float mask: how ToDo adds it on the CPU."""
-        from ...joint_attention import biased_attention
-
-        return biased_attention(q, k, v, bias)
 
 
 @dataclass
@@ -137,7 +52,7 @@ class FluxModel:
     width: int
     attns: list[nn.Module] = field(default_factory=list)
     description: str = ""
-    todo: type[FluxTodoAdapter] = FluxTodoAdapter
+    todo: type[dit.DitTodoAdapter] = dit.DitTodoAdapter
     shape: tuple[int, tuple[int, int]] = (TEXT_TOKENS, (1, 1))  # (text tokens, image grid) of the last inputs
 
     def inputs(self, size: Size) -> tuple[tuple, dict[str, Any]]:
@@ -188,13 +103,14 @@ class FluxModel:
 
     @contextmanager
     def configured(self, config: Config) -> Iterator[Any]:
-        """bound: text keys only; todo: ToDo through the adapter (yields its pass state); else nothing."""
+        """bound: text keys only; todo: ToDo through the adapter (yields its pass state); else nothing. The whole
+        transformer takes the same path: each block's `attn` scoped, the call's shape told (one known shape)."""
         txt_len, grid = self.shape
         if config.kind == "bound":
             with self.todo.text_keys_only(self.attns, txt_len, grid):
                 yield None
         elif config.kind == "todo":
-            with self.todo.todo(self.attns, config.settings, txt_len, grid, config.balance) as state:
+            with self.todo.on_blocks(self.attns, config.settings, txt_len, grid, config.balance) as state:
                 yield state
         else:
             yield None

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ...settings import TodoSettings
 from ..families import dit
-from ..families.flux import HEAD_DIM, PATCH_PX, ROPE_AXES, TEXT_TOKENS, FluxTodoAdapter, build_transformer
+from ..families.dit import DitTodoAdapter
+from ..families.flux import HEAD_DIM, PATCH_PX, ROPE_AXES, TEXT_TOKENS, build_transformer
 from ..family import Size
 from ..measure import rel_change, row
 from . import Log
@@ -53,7 +54,7 @@ def transformer_rows(sizes: list[Size], factors: list[float], log: Log) -> list[
                     for balance in (True, False):
                         settings = TodoSettings(factor=f, method=method)
                         how = "channel" if balance else "off"
-                        with FluxTodoAdapter.on_transformer(case.module, settings, how) as handle:
+                        with DitTodoAdapter.on_model(case.module, settings, how) as handle:
                             change = rel_change(case.call(args, kwargs), base)
                         calls = handle.state.calls
                         rows.append(row(name, "sdpa", size, _config(f, balance, method), rel_change=change,
@@ -85,7 +86,7 @@ def attention_rows(sizes: list[Size], factors: list[float], log: Log) -> list[di
         full = F.scaled_dot_product_attention(q, k, v)
         for f in factors:
             for balance in (True, False):
-                out = FluxTodoAdapter.joint_attention(q, k, v, TEXT_TOKENS, (h, w), f, balance)
+                out = DitTodoAdapter.joint_attention(q, k, v, TEXT_TOKENS, (h, w), f, balance)
                 change = rel_change(out, full)
                 kept = dit.kept_share((h, w), f)
                 rows.append(row(name, "sdpa", size, _config(f, balance), rel_change=change,

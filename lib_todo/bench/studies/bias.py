@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ...grid import downsampled_grid
-from ..families.flux import HEAD_DIM, HEADS, PATCH_PX, TEXT_TOKENS, FluxTodoAdapter
+from ..families.dit import DitTodoAdapter
+from ..families.flux import HEAD_DIM, HEADS, PATCH_PX, TEXT_TOKENS
 from ..family import Applied, Config, Size
 from ..measure import make_rows, measure_cell
 from . import Log
@@ -34,7 +35,7 @@ def plain(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor)
 
 
 def mask(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return FluxTodoAdapter.biased_attention(q, k, v, bias)
+    return DitTodoAdapter.biased_attention(q, k, v, bias)
 
 
 def extra_dim(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
