@@ -6,6 +6,8 @@ the table, the plot and the JSON take it as they take the others. For example a 
     from .families import flux, qwen, unet     # a family module imports no optional package at its top
     FAMILIES = (*unet.FAMILIES, *flux.FAMILIES, *qwen.FAMILIES)
 
+(which is how the DiT families below came in: `qwen`, `zimage` and `lumina2`, `wan`, `anima`, `ernie`, `krea`).
+
 `--models` then accepts its names, `--help` lists them, and a missing package lists its rows with the reason.
 """
 
@@ -15,10 +17,19 @@ import importlib.util
 
 import torch
 
-from .families import flux, unet
+from .families import anima, ernie, flux, krea, lumina, qwen, unet, wan
 from .family import BenchModel, Family
 
-FAMILIES: tuple[Family, ...] = (*unet.FAMILIES, *flux.FAMILIES)
+FAMILIES: tuple[Family, ...] = (
+    *unet.FAMILIES,
+    *flux.FAMILIES,
+    *qwen.FAMILIES,
+    *lumina.FAMILIES,
+    *wan.FAMILIES,
+    *anima.FAMILIES,
+    *ernie.FAMILIES,
+    *krea.FAMILIES,
+)
 MODELS: dict[str, Family] = {f.name: f for f in FAMILIES}
 
 
