@@ -246,3 +246,6 @@ script_callbacks.on_model_loaded(on_model_loaded)
 script_callbacks.on_infotext_pasted(on_infotext_pasted)
 script_callbacks.on_script_unloaded(on_script_unloaded)
 script_callbacks.on_before_ui(add_axis_options)
+# An API-only start (--nowebui) builds X/Y/Z plot's axis list before the before_ui callbacks run, so the axes are
+# also added now, when X/Y/Z plot (a webui script, loaded before extensions) is already there.
+add_axis_options()

@@ -187,6 +187,17 @@ def test_api_untyped_and_bad_args(a1111, capsys, args, ok):
         assert "[ToDo]" in out and "accepted" in out and "off for this job" in out
 
 
+def test_xyz_axes_exist_before_the_ui_callbacks(webui):
+    """An API-only start builds X/Y/Z plot's axis list before `before_ui` runs: the axes must be there as soon as
+    the script is loaded (X/Y/Z plot, a webui script, is loaded first)."""
+    webui.load_extension_script(start=False)
+    labels = [o.label for o in webui.xyz_grid.axis_options]
+    expected = [f"[ToDo] {axis[0]}" for axis in webui.extension_modules[0].AXES]
+    assert [label for label in labels if label.startswith("[ToDo]")] == expected
+    webui.start()  # before_ui adds nothing twice
+    assert [o.label for o in webui.xyz_grid.axis_options] == labels
+
+
 def test_every_xyz_axis_applies_to_the_job_only(a1111):
     xyz = a1111.xyz_grid
     options = {o.label: o for o in xyz.axis_options if o.label.startswith("[ToDo]")}
