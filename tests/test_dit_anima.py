@@ -1,12 +1,15 @@
 """ToDo on Anima: diffusers' real CosmosTransformer3DModel (what diffusers runs Anima on; small config, random
 weights) through lib_todo.apply, and the Forge Neo stand-in (tests/webui_stub/stub_dit/anima.py) through
 patch_forge_patcher; each against the ORIGINAL model with its kernel doing ToDo by hand (tests/dit_reference.py) on
-the self-attention calls (image frames only, references after them) and leaving the cross-attention to the host."""
+the self-attention calls (image frames only, references after them) and leaving the cross-attention to the host.
+What every diffusers family satisfies (factor 1, remove, an exception, auto, the table) is checked on the same
+model in tests/test_dit_diffusers_invariants.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from dit_diffusers_cases import LAYERS, TXT, anima_inputs, cosmos, run
 from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
 
 import lib_todo
@@ -17,40 +20,12 @@ from lib_todo.joint_attention import ImageGrid
 from lib_todo.plan import TodoPlan
 from lib_todo.state import PassState
 
-diffusers = pytest.importorskip("diffusers")
 cosmos_module = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")
-
-TXT, LAYERS = 5, 2
 
 
 @pytest.fixture(scope="module")
 def transformer():
-    """Anima's shape in small: (1, 2, 2) patch, RoPE extrapolated 4x in h and w, no learnable position embedding.
-    Without the padding-mask channel: its concat needs torchvision, and it only adds a channel before the patch."""
-    model = diffusers.CosmosTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, num_layers=LAYERS,
-        mlp_ratio=2.0, text_embed_dim=16, adaln_lora_dim=8, max_size=(8, 32, 32), patch_size=(1, 2, 2),
-        rope_scale=(1.0, 4.0, 4.0), concat_padding_mask=False, extra_pos_embed_type=None,
-    )  # fmt: skip
-    return randomise(model)
-
-
-def _inputs(t: int, h: int, w: int, seed: int = 1) -> dict:
-    """Forward kwargs for a (t, h, w) latent; a text mask (the second caption 2 tokens shorter) for attn2."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.ones(2, TXT, dtype=torch.bool)
-    mask[1, -2:] = False
-    return {
-        "hidden_states": torch.randn(2, 4, t, h, w, generator=g),
-        "timestep": torch.tensor([0.3, 0.7]),
-        "encoder_hidden_states": torch.randn(2, TXT, 16, generator=g),
-        "attention_mask": mask,
-    }
-
-
-def _run(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).sample
+    return cosmos()
 
 
 def _by_hand(model, inputs, grid: tuple[int, int, int], factor: int, balance: bool = True):
@@ -58,16 +33,7 @@ def _by_hand(model, inputs, grid: tuple[int, int, int], factor: int, balance: bo
     n = grid[0] * grid[1] * grid[2]
     hand = HandKernel(lambda length: 0 if length == n else None, grid, factor, balance)
     with kernel_replaced(cosmos_module, "dispatch_attention_fn", hand.dispatch(cosmos_module.dispatch_attention_fn)):
-        return _run(model, inputs), hand
-
-
-def test_factor_one_installs_nothing_and_is_bit_identical(transformer):
-    inputs = _inputs(1, 12, 16)
-    reference = _run(transformer, inputs)
-    handle = lib_todo.apply(transformer, TodoSettings(factor=1))
-    assert not handle.installed and not dit_diffusers.has_todo(transformer)
-    assert torch.equal(_run(transformer, inputs), reference)
-    handle.remove()
+        return run(model, inputs), hand
 
 
 @pytest.mark.parametrize(
@@ -83,10 +49,10 @@ def test_factor_one_installs_nothing_and_is_bit_identical(transformer):
 )
 def test_equals_the_original_with_todo_written_by_hand(transformer, latent, factor, balance):
     """attn2 (cross-attention to the masked text; the same processor class) stays with the host's kernel."""
-    inputs = _inputs(*latent)
-    plain = _run(transformer, inputs)
+    inputs = anima_inputs(*latent)
+    plain = run(transformer, inputs)
     with lib_todo.patched(transformer, TodoSettings(factor=factor), balance=balance) as handle:
-        got = _run(transformer, inputs)
+        got = run(transformer, inputs)
         assert handle.applied == {1: float(factor)} and handle.state.calls == LAYERS
         assert handle.state.skipped == {} and not dit.installed_anywhere()
     assert not dit_diffusers.has_todo(transformer)
@@ -106,7 +72,7 @@ def test_the_grid_is_the_latent_over_the_patch_and_a_latent_it_does_not_divide_i
 
 
 def test_positional_arguments_are_read_as_the_forward_names_them(transformer):
-    inputs = _inputs(1, 12, 16)
+    inputs = anima_inputs(1, 12, 16)
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle, torch.no_grad():
         got = transformer(inputs["hidden_states"], inputs["timestep"], inputs["encoder_hidden_states"]).sample
     assert handle.state.calls == LAYERS
@@ -114,35 +80,7 @@ def test_positional_arguments_are_read_as_the_forward_names_them(transformer):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_exception_mid_forward_restores_everything(transformer):
-    inputs = _inputs(1, 12, 16)
-    reference = _run(transformer, inputs)
-    block = transformer.transformer_blocks[1]
-    hook = block.register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
-    try:
-        with pytest.raises(RuntimeError, match="stop"):
-            with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-                _run(transformer, inputs)
-    finally:
-        hook.remove()
-    assert handle.state.calls == 1
-    assert not dit_diffusers.has_todo(transformer) and not dit.installed_anywhere()
-    assert torch.equal(_run(transformer, inputs), reference)
-
-
-def test_auto_is_off_at_native_size_and_acts_above_it(transformer):
-    inputs = _inputs(1, 24, 24)  # 12 x 12 tokens of 16 px: 192 px, far below Anima's 1024 px
-    reference = _run(transformer, inputs)
-    with lib_todo.patched(transformer, TodoSettings()) as handle:
-        assert torch.equal(_run(transformer, inputs), reference)
-    assert handle.state.calls == 0
-    with lib_todo.patched(transformer, TodoSettings(), native_px=96) as handle:
-        _run(transformer, inputs)
-    assert handle.applied == {1: 2.0}
-
-
-def test_the_table_knows_the_diffusers_class_and_scopes_attn1_only(transformer):
-    assert dit_family(transformer, "diffusers") is anima.DIFFUSERS_ANIMA
+def test_the_diffusers_scopes_are_attn1_only(transformer):
     assert [a for a, _ in anima.diffusers_scopes(transformer)] == [b.attn1 for b in transformer.transformer_blocks]
 
 

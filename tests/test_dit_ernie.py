@@ -1,11 +1,14 @@
 """ToDo on Ernie-Image: diffusers' real ErnieImageTransformer2DModel (small config, random weights) through
 lib_todo.apply, and the Forge Neo stand-in (tests/webui_stub/stub_dit/ernie.py) through patch_forge_patcher; each
-against the ORIGINAL model with its kernel doing ToDo by hand (tests/dit_reference.py) on the [image, text] calls."""
+against the ORIGINAL model with its kernel doing ToDo by hand (tests/dit_reference.py) on the [image, text] calls.
+What every diffusers family satisfies (factor 1, remove, an exception, auto, the table) is checked on the same
+model in tests/test_dit_diffusers_invariants.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from dit_diffusers_cases import LAYERS, TXT, ernie_image, ernie_inputs, run
 from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
 
 import lib_todo
@@ -15,39 +18,12 @@ from lib_todo.backends.dit_forge import DitCallWrapper
 from lib_todo.plan import TodoPlan
 from lib_todo.state import PassState
 
-diffusers = pytest.importorskip("diffusers")
 ernie_module = pytest.importorskip("diffusers.models.transformers.transformer_ernie_image")
-
-TXT, LAYERS = 5, 2
-
-
-def diffusers_ernie(patch_size: int = 1) -> torch.nn.Module:
-    model = diffusers.ErnieImageTransformer2DModel(
-        hidden_size=32, num_attention_heads=2, num_layers=LAYERS, ffn_hidden_size=48, in_channels=8,
-        out_channels=8, patch_size=patch_size, text_in_dim=24, rope_axes_dim=(4, 6, 6),
-    )  # fmt: skip
-    return randomise(model)
 
 
 @pytest.fixture(scope="module")
 def transformer():
-    return diffusers_ernie()
-
-
-def _inputs(h: int, w: int, text_lens=(TXT, TXT - 2), seed: int = 1) -> dict:
-    """Forward kwargs for an h x w latent; captions of different valid length per item (the mask's text columns)."""
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "hidden_states": torch.randn(2, 8, h, w, generator=g),
-        "timestep": torch.tensor([300.0, 700.0]),
-        "text_bth": torch.randn(2, TXT, 24, generator=g),
-        "text_lens": torch.tensor(text_lens),
-    }
-
-
-def _run(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).sample
+    return ernie_image()
 
 
 def _by_hand(model, inputs: dict, grid: tuple[int, int], factor: int, balance: bool) -> tuple[torch.Tensor, HandKernel]:
@@ -55,25 +31,16 @@ def _by_hand(model, inputs: dict, grid: tuple[int, int], factor: int, balance: b
     n = grid[0] * grid[1]
     hand = HandKernel(lambda length: 0 if length == n + TXT else None, (1, *grid), factor, balance)
     with kernel_replaced(ernie_module, "dispatch_attention_fn", hand.dispatch(ernie_module.dispatch_attention_fn)):
-        return _run(model, inputs), hand
-
-
-def test_factor_one_installs_nothing_and_is_bit_identical(transformer):
-    inputs = _inputs(6, 8)
-    reference = _run(transformer, inputs)
-    handle = lib_todo.apply(transformer, TodoSettings(factor=1))
-    assert not handle.installed and not dit_diffusers.has_todo(transformer)
-    assert torch.equal(_run(transformer, inputs), reference)
-    handle.remove()
+        return run(model, inputs), hand
 
 
 @pytest.mark.parametrize("balance", ["channel", "mask", "off"])
 @pytest.mark.parametrize(("grid", "factor"), [((6, 8), 2), ((7, 5), 2), ((9, 6), 3)])
 def test_equals_the_original_with_todo_written_by_hand(transformer, grid, factor, balance):
-    inputs = _inputs(*grid)
-    plain = _run(transformer, inputs)
+    inputs = ernie_inputs(*grid)
+    plain = run(transformer, inputs)
     with lib_todo.patched(transformer, TodoSettings(factor=factor), balance=balance) as handle:
-        got = _run(transformer, inputs)
+        got = run(transformer, inputs)
         assert handle.applied == {1: float(factor)} and handle.state.calls == LAYERS
         assert not dit.installed_anywhere()  # the kernel is ToDo's only while a forward runs
     assert not dit_diffusers.has_todo(transformer)
@@ -83,7 +50,7 @@ def test_equals_the_original_with_todo_written_by_hand(transformer, grid, factor
 
 
 def test_positional_arguments_are_read_as_the_forward_names_them(transformer):
-    inputs = _inputs(6, 8)
+    inputs = ernie_inputs(6, 8)
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle, torch.no_grad():
         got = transformer(*inputs.values()).sample
     assert handle.state.calls == LAYERS
@@ -91,41 +58,15 @@ def test_positional_arguments_are_read_as_the_forward_names_them(transformer):
 
 
 def test_patch_two_grid_is_the_latent_over_the_patch():
-    model = diffusers_ernie(patch_size=2)
-    inputs = _inputs(8, 10)
-    plain = _run(model, inputs)
+    model = ernie_image(patch_size=2)
+    inputs = ernie_inputs(8, 10)
+    plain = run(model, inputs)
     with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
-        got = _run(model, inputs)
+        got = run(model, inputs)
     assert handle.state.latent_hw == (4, 5) and handle.state.calls == LAYERS
     expected, _ = _by_hand(model, inputs, (4, 5), 2, True)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
-
-
-def test_exception_mid_forward_restores_everything(transformer):
-    inputs = _inputs(6, 8)
-    reference = _run(transformer, inputs)
-    hook = transformer.layers[1].register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
-    try:
-        with pytest.raises(RuntimeError, match="stop"):
-            with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-                _run(transformer, inputs)
-    finally:
-        hook.remove()
-    assert handle.state.calls == 1  # the first layer ran with ToDo
-    assert not dit_diffusers.has_todo(transformer) and not dit.installed_anywhere()
-    assert torch.equal(_run(transformer, inputs), reference)
-
-
-def test_auto_is_off_at_native_size_and_acts_above_it(transformer):
-    inputs = _inputs(12, 12)  # 12 tokens of 16 px: 192 px, far below Ernie-Image's 1024 px
-    reference = _run(transformer, inputs)
-    with lib_todo.patched(transformer, TodoSettings()) as handle:
-        assert torch.equal(_run(transformer, inputs), reference)
-    assert handle.state.calls == 0 and handle.state.silence_reason() is None
-    with lib_todo.patched(transformer, TodoSettings(), native_px=96) as handle:  # 12 tokens = 2x native 96 / 16
-        _run(transformer, inputs)
-    assert handle.applied == {1: 2.0}
 
 
 def test_other_processors_are_not_touched(transformer):
@@ -137,14 +78,13 @@ def test_other_processors_are_not_touched(transformer):
     attention.processor = Custom()
     try:
         with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-            _run(transformer, _inputs(6, 8))
+            run(transformer, ernie_inputs(6, 8))
         assert handle.state.calls == LAYERS - 1
     finally:
         attention.processor = original
 
 
-def test_the_table_knows_the_diffusers_class(transformer):
-    assert dit_family(transformer, "diffusers") is ernie.DIFFUSERS_ERNIE
+def test_the_plan_uses_ernie_images_native_size():
     assert ernie.DIFFUSERS_ERNIE.layout().native_latent == 1024 // 16
 
 

@@ -1,12 +1,14 @@
 """ToDo on Krea 2: diffusers' real Krea2Transformer2DModel (small config, random weights) through lib_todo.apply,
 and the Forge Neo stand-in (tests/webui_stub/stub_dit/krea.py) through patch_forge_patcher; each against the
 ORIGINAL model with its kernel doing ToDo by hand (tests/dit_reference.py) on the [text, image, references] calls
-and leaving the text-fusion calls (text only) to the host's kernel."""
+and leaving the text-fusion calls (text only) to the host's kernel. What every diffusers family satisfies (factor 1,
+remove, an exception, auto, the table) is checked on the same model in tests/test_dit_diffusers_invariants.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from dit_diffusers_cases import LAYERS, TXT, krea2, krea_inputs, run
 from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
 
 import lib_todo
@@ -16,50 +18,14 @@ from lib_todo.backends.dit_forge import DitCallWrapper
 from lib_todo.plan import TodoPlan
 from lib_todo.state import NO_GRID, PassState
 
-diffusers = pytest.importorskip("diffusers")
 krea_module = pytest.importorskip("diffusers.models.transformers.transformer_krea2")
 
-TXT, LAYERS, FUSION_CALLS = 5, 2, 2  # one layerwise and one refiner text-fusion block
+FUSION_CALLS = 2  # one layerwise and one refiner text-fusion block
 
 
 @pytest.fixture(scope="module")
 def transformer():
-    model = diffusers.Krea2Transformer2DModel(
-        in_channels=8, num_layers=LAYERS, attention_head_dim=16, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=32, timestep_embed_dim=16, text_hidden_dim=12, num_text_layers=3,
-        text_num_attention_heads=2, text_num_key_value_heads=1, text_intermediate_size=16,
-        num_layerwise_text_blocks=1, num_refiner_text_blocks=1, axes_dims_rope=(4, 6, 6),
-    )  # fmt: skip
-    return randomise(model)
-
-
-def _grid_ids(h: int, w: int, t: int) -> torch.Tensor:
-    """(h*w, 3) ids (t, row, col), row-major, as Krea2Pipeline.prepare_position_ids writes the image's (t = 0)."""
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    return torch.stack([torch.full_like(rows, t), rows, cols], dim=-1).reshape(-1, 3).float()
-
-
-def _inputs(h: int, w: int, refs: tuple[int, int] | None = None, seed: int = 1) -> dict:
-    """Forward kwargs for an h x w token grid, position ids as the pipeline's, the second caption 2 tokens
-    shorter (masked text columns); `refs`: a reference grid appended after the target, ids (1, row, col)."""
-    g = torch.Generator().manual_seed(seed)
-    ids, n = torch.cat([torch.zeros(TXT, 3), _grid_ids(h, w, 0)]), h * w
-    if refs:
-        ids, n = torch.cat([ids, _grid_ids(*refs, 1)]), n + refs[0] * refs[1]
-    mask = torch.ones(2, TXT, dtype=torch.bool)
-    mask[1, -2:] = False
-    return {
-        "hidden_states": torch.randn(2, n, 8, generator=g),
-        "encoder_hidden_states": torch.randn(2, TXT, 3, 12, generator=g),
-        "timestep": torch.tensor([0.3, 0.7]),
-        "position_ids": ids,
-        "encoder_attention_mask": mask,
-    }
-
-
-def _run(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).sample
+    return krea2()
 
 
 def _by_hand(model, inputs, grid: tuple[int, int], factor: int, balance: bool = True):
@@ -67,26 +33,17 @@ def _by_hand(model, inputs, grid: tuple[int, int], factor: int, balance: bool = 
     joint = TXT + grid[0] * grid[1]
     hand = HandKernel(lambda length: TXT if length >= joint else None, (1, *grid), factor, balance)
     with kernel_replaced(krea_module, "dispatch_attention_fn", hand.dispatch(krea_module.dispatch_attention_fn)):
-        return _run(model, inputs), hand
-
-
-def test_factor_one_installs_nothing_and_is_bit_identical(transformer):
-    inputs = _inputs(6, 8)
-    reference = _run(transformer, inputs)
-    handle = lib_todo.apply(transformer, TodoSettings(factor=1))
-    assert not handle.installed and not dit_diffusers.has_todo(transformer)
-    assert torch.equal(_run(transformer, inputs), reference)
-    handle.remove()
+        return run(model, inputs), hand
 
 
 @pytest.mark.parametrize("balance", ["channel", "mask", "off"])
 @pytest.mark.parametrize(("grid", "factor", "refs"), [((6, 8), 2, None), ((7, 5), 2, None), ((9, 6), 3, (4, 4))])
 def test_equals_the_original_with_todo_written_by_hand(transformer, grid, factor, refs, balance):
     """The text-fusion calls (same processor class) stay with the host's kernel; references are kept whole."""
-    inputs = _inputs(*grid, refs=refs)
-    plain = _run(transformer, inputs)
+    inputs = krea_inputs(*grid, refs=refs)
+    plain = run(transformer, inputs)
     with lib_todo.patched(transformer, TodoSettings(factor=factor), balance=balance) as handle:
-        got = _run(transformer, inputs)
+        got = run(transformer, inputs)
         assert handle.applied == {1: float(factor)} and handle.state.calls == LAYERS
         assert handle.state.skipped == {} and not dit.installed_anywhere()
     assert not dit_diffusers.has_todo(transformer)
@@ -97,7 +54,7 @@ def test_equals_the_original_with_todo_written_by_hand(transformer, grid, factor
 
 
 def test_positional_arguments_are_read_as_the_forward_names_them(transformer):
-    inputs = _inputs(6, 8)
+    inputs = krea_inputs(6, 8)
     names = ("hidden_states", "encoder_hidden_states", "timestep", "position_ids", "encoder_attention_mask")
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle, torch.no_grad():
         got = transformer(*(inputs[n] for n in names)).sample
@@ -106,43 +63,16 @@ def test_positional_arguments_are_read_as_the_forward_names_them(transformer):
 
 
 def test_position_ids_that_are_not_a_grid_are_left_alone(transformer):
-    inputs = _inputs(6, 8)
+    inputs = krea_inputs(6, 8)
     inputs["position_ids"] = torch.cat([inputs["position_ids"][:TXT], inputs["position_ids"][TXT:].flip(0)])
-    reference = _run(transformer, inputs)
+    reference = run(transformer, inputs)
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-        assert torch.equal(_run(transformer, inputs), reference)
+        assert torch.equal(run(transformer, inputs), reference)
     assert handle.state.skipped == {NO_GRID: 1} and handle.state.calls == 0
 
 
-def test_exception_mid_forward_restores_everything(transformer):
-    inputs = _inputs(6, 8)
-    reference = _run(transformer, inputs)
-    block = transformer.transformer_blocks[1]
-    hook = block.register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
-    try:
-        with pytest.raises(RuntimeError, match="stop"):
-            with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-                _run(transformer, inputs)
-    finally:
-        hook.remove()
-    assert handle.state.calls == 1
-    assert not dit_diffusers.has_todo(transformer) and not dit.installed_anywhere()
-    assert torch.equal(_run(transformer, inputs), reference)
-
-
-def test_auto_is_off_at_native_size_and_acts_above_it(transformer):
-    inputs = _inputs(12, 12)
-    reference = _run(transformer, inputs)
-    with lib_todo.patched(transformer, TodoSettings()) as handle:
-        assert torch.equal(_run(transformer, inputs), reference)
-    assert handle.state.calls == 0
-    with lib_todo.patched(transformer, TodoSettings(), native_px=96) as handle:
-        _run(transformer, inputs)
-    assert handle.applied == {1: 2.0}
-
-
-def test_the_table_knows_the_diffusers_class(transformer):
-    assert dit_family(transformer, "diffusers") is krea.DIFFUSERS_KREA
+def test_the_diffusers_scopes_are_the_image_blocks_attn(transformer):
+    """The text-fusion blocks (same processor class) are not scopes: their calls stay with the host's kernel."""
     assert [a for a, _ in krea.diffusers_scopes(transformer)] == [b.attn for b in transformer.transformer_blocks]
 
 

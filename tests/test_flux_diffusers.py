@@ -1,5 +1,9 @@
 """ToDo on diffusers' real FluxTransformer2DModel (small config, random weights), end to end: the DiT engine
-(lib_todo.backends.dit) with the Flux family, installed by lib_todo.apply."""
+(lib_todo.backends.dit) with the Flux family, installed by lib_todo.apply, against the ORIGINAL processors with
+ToDo written by hand (tests/dit_reference.py) in their `dispatch_attention_fn`; Chroma (its text mask) and Flux.2
+(4-axis ids, a reference image) the same way. What every diffusers family satisfies (factor 1, remove, an
+exception, auto, the step window, the table) is checked on the same Flux model in
+tests/test_dit_diffusers_invariants.py."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import math
 
 import pytest
 import torch
+from dit_diffusers_cases import FLUX_HEAD_DIM, FLUX_HEADS, TXT, flux1, flux_ids, flux_inputs, processors, run
 from dit_family_checks import HandKernel
 
 import lib_todo
@@ -16,58 +21,10 @@ from lib_todo.backends import dit, dit_diffusers, flux
 diffusers = pytest.importorskip("diffusers")
 transformer_flux = pytest.importorskip("diffusers.models.transformers.transformer_flux")
 
-TXT, HEADS, HEAD_DIM = 5, 2, 16
-
 
 @pytest.fixture(scope="module")
 def transformer():
-    torch.manual_seed(0)
-    model = diffusers.FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=8,
-        num_layers=2,
-        num_single_layers=2,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
-        joint_attention_dim=24,
-        pooled_projection_dim=12,
-        axes_dims_rope=(4, 6, 6),
-    )
-    return model.eval()
-
-
-def _ids(h: int, w: int) -> torch.Tensor:
-    ids = torch.zeros(h, w, 3)
-    ids[..., 1] += torch.arange(h)[:, None]
-    ids[..., 2] += torch.arange(w)[None, :]
-    return ids.reshape(h * w, 3)
-
-
-def _inputs(h: int, w: int, extra: int = 0, seed: int = 1) -> dict:
-    """Transformer kwargs for an h x w image grid (+ `extra` image tokens appended, as Kontext does)."""
-    g = torch.Generator().manual_seed(seed)
-    img_ids = _ids(h, w)
-    if extra:
-        ref = torch.zeros(extra, 3)
-        ref[:, 0], ref[:, 2] = 1, torch.arange(extra)
-        img_ids = torch.cat([img_ids, ref])
-    return {
-        "hidden_states": torch.randn(2, h * w + extra, 8, generator=g),
-        "encoder_hidden_states": torch.randn(2, TXT, 24, generator=g),
-        "pooled_projections": torch.randn(2, 12, generator=g),
-        "timestep": torch.tensor([0.5, 0.7]),
-        "img_ids": img_ids,
-        "txt_ids": torch.zeros(TXT, 3),
-    }
-
-
-def _run(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).sample
-
-
-def _processors(model) -> list:
-    return [m.processor for m in model.modules() if hasattr(m, "processor")]
+    return flux1()
 
 
 def _hand_dispatch(monkeypatch, module, txt: int, grid: tuple[int, int], factor: int, balance=True) -> HandKernel:
@@ -78,128 +35,53 @@ def _hand_dispatch(monkeypatch, module, txt: int, grid: tuple[int, int], factor:
     return hand
 
 
-def test_factor_one_installs_nothing_and_is_bit_identical(transformer):
-    inputs = _inputs(6, 8)
-    before = _processors(transformer)
-    reference = _run(transformer, inputs)
-    handle = lib_todo.apply(transformer, TodoSettings(factor=1))
-    assert not handle.installed and not dit_diffusers.has_todo(transformer)
-    assert torch.equal(_run(transformer, inputs), reference)
-    handle.remove()
-    assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
-
-
 @pytest.mark.parametrize("balance", ["channel", "mask", "off"])
 @pytest.mark.parametrize(("grid", "factor", "extra"), [((6, 8), 2, 0), ((7, 5), 2, 0), ((9, 6), 3, 0), ((6, 8), 2, 12)])
 def test_factor_equals_the_original_processors_with_todo_written_by_hand(
     transformer, monkeypatch, grid, factor, extra, balance
 ):
     """`extra`: Kontext's reference tokens after the image, kept whole."""
-    inputs = _inputs(*grid, extra=extra)
-    before = _processors(transformer)
+    inputs = flux_inputs(*grid, extra=extra)
+    before = processors(transformer)
     with lib_todo.patched(transformer, TodoSettings(factor=factor), balance=balance) as handle:
-        got = _run(transformer, inputs)
+        got = run(transformer, inputs)
         assert handle.applied == {1: float(factor)}
         assert handle.state.calls == 4  # 2 double + 2 single blocks
         assert not dit.installed_anywhere()  # the kernel is ToDo's only while a forward runs
     assert not dit_diffusers.has_todo(transformer)
-    assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
-    plain = _run(transformer, inputs)
+    assert all(a is b for a, b in zip(processors(transformer), before, strict=True))
+    plain = run(transformer, inputs)
     hand = _hand_dispatch(monkeypatch, transformer_flux, TXT, grid, factor, balance != "off")
-    expected = _run(transformer, inputs)
+    expected = run(transformer, inputs)
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert (got - plain).abs().max() > 1e-3
     assert hand.todo == 4 and hand.host == 0  # every block's call is a joint one
 
 
-def test_pipeline_like_holder_and_remove_by_model(transformer):
-    class Holder:  # what FluxPipeline looks like to apply(): a .transformer
-        pass
-
-    holder = Holder()
-    holder.transformer = transformer
-    before = _processors(transformer)
-    handle = lib_todo.apply(holder, TodoSettings(factor=2))
-    assert handle.unet is transformer and dit_diffusers.has_todo(transformer)
-    assert lib_todo.remove(holder) == 2  # the pre-hook and the forward hook: nothing else is ever left in the model
-    assert not dit_diffusers.has_todo(transformer)
-    assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
-    handle.remove()  # after remove(model): nothing left to do, nothing broken
-
-
 def test_position_ids_that_are_not_a_grid_are_left_alone(transformer):
-    inputs = _inputs(6, 8)
+    inputs = flux_inputs(6, 8)
     inputs["img_ids"] = inputs["img_ids"].flip(0)
-    reference = _run(transformer, inputs)
+    reference = run(transformer, inputs)
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-        assert torch.equal(_run(transformer, inputs), reference)
+        assert torch.equal(run(transformer, inputs), reference)
     assert handle.state.skipped == {"no grid": 1}  # counted once per forward: no attention call was touched
-
-
-def test_exception_mid_forward_restores_everything(transformer):
-    before = _processors(transformer)
-    inputs = _inputs(6, 8)
-    reference = _run(transformer, inputs)
-    failing_block = transformer.single_transformer_blocks[0]
-
-    def fail(*args, **kwargs):
-        raise RuntimeError("interrupted")
-
-    hook = failing_block.register_forward_pre_hook(fail)
-    try:
-        with pytest.raises(RuntimeError, match="interrupted"):
-            with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-                _run(transformer, inputs)
-    finally:
-        hook.remove()
-    assert handle.state.calls == 2  # the double blocks ran with ToDo before the failure
-    assert not dit_diffusers.has_todo(transformer) and not dit.installed_anywhere()
-    assert all(a is b for a, b in zip(_processors(transformer), before, strict=True))
-    assert torch.equal(_run(transformer, inputs), reference)
 
 
 def test_a_failed_forward_leaves_no_kernel_replaced(transformer):
     """A block called on its own after a failed forward runs the host's own attention, untouched."""
-    inputs = _inputs(6, 8)
+    inputs = flux_inputs(6, 8)
     block = transformer.single_transformer_blocks[0]
-    probe = torch.randn(2, TXT + 48, 2 * HEAD_DIM), torch.randn(2, 2 * HEAD_DIM)
+    probe = torch.randn(2, TXT + 48, 2 * FLUX_HEAD_DIM), torch.randn(2, 2 * FLUX_HEAD_DIM)
     with torch.no_grad():
         reference = block(probe[0][:, TXT:], probe[0][:, :TXT], probe[1])
     with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
         with pytest.raises(Exception):  # noqa: B017 - any failure inside the forward will do
-            _run(transformer, {**inputs, "pooled_projections": torch.zeros(2, 3)})
+            run(transformer, {**inputs, "pooled_projections": torch.zeros(2, 3)})
         assert not dit.installed_anywhere()
         with torch.no_grad():
             alone = block(probe[0][:, TXT:], probe[0][:, :TXT], probe[1])
         assert all(torch.equal(a, b) for a, b in zip(alone, reference, strict=True))
         assert handle.state.calls == 0
-
-
-def test_step_window(transformer):
-    inputs = _inputs(6, 8)
-    reference = _run(transformer, inputs)
-    with lib_todo.patched(transformer, TodoSettings(factor=2, start=0.5, stop=1.0)) as handle:
-        assert torch.equal(_run(transformer, inputs), reference)  # step 0: window not yet open
-        assert handle.state.skipped == {"window": 4}
-        handle.set_progress(0.5)
-        assert not torch.equal(_run(transformer, inputs), reference)
-        assert handle.state.calls == 4
-
-
-def test_auto_is_off_at_native_size(transformer):
-    """Auto: a 12 x 12 token grid is 192 px, far below Flux's native 1024 px: nothing downsampled."""
-    inputs = _inputs(12, 12)
-    reference = _run(transformer, inputs)
-    with lib_todo.patched(transformer, TodoSettings()) as handle:
-        assert torch.equal(_run(transformer, inputs), reference)
-    assert handle.state.calls == 0 and handle.state.silence_reason() is None
-
-
-def test_auto_acts_above_native_when_told_a_small_native_size(transformer):
-    inputs = _inputs(12, 12)
-    with lib_todo.patched(transformer, TodoSettings(), native_px=96) as handle:  # 12 tokens = 2x native 96 / 16
-        _run(transformer, inputs)
-    assert handle.applied == {1: 2.0}
 
 
 def test_other_processors_are_not_touched(transformer):
@@ -214,7 +96,7 @@ def test_other_processors_are_not_touched(transformer):
     block.attn.processor = custom = Custom()
     try:
         with lib_todo.patched(transformer, TodoSettings(factor=2)) as handle:
-            _run(transformer, _inputs(6, 8))
+            run(transformer, flux_inputs(6, 8))
             assert block.attn.processor is custom
         assert handle.state.calls == 3
         assert block.attn.processor is custom
@@ -225,11 +107,11 @@ def test_other_processors_are_not_touched(transformer):
 @pytest.mark.parametrize(
     ("ids", "n", "expected"),
     [
-        (_ids(3, 4), 12, (3, 4)),
-        (_ids(3, 4) + torch.tensor([0.0, 5.0, 7.0]), 12, (3, 4)),  # offset positions
-        (_ids(3, 4).unsqueeze(0), 12, (3, 4)),  # the deprecated batched ids
-        (_ids(3, 4), 13, None),
-        (_ids(4, 3)[torch.randperm(12, generator=torch.Generator().manual_seed(0))], 12, None),
+        (flux_ids(3, 4), 12, (3, 4)),
+        (flux_ids(3, 4) + torch.tensor([0.0, 5.0, 7.0]), 12, (3, 4)),  # offset positions
+        (flux_ids(3, 4).unsqueeze(0), 12, (3, 4)),  # the deprecated batched ids
+        (flux_ids(3, 4), 13, None),
+        (flux_ids(4, 3)[torch.randperm(12, generator=torch.Generator().manual_seed(0))], 12, None),
         (None, 12, None),
     ],
 )
@@ -292,8 +174,8 @@ def test_chroma_with_its_text_mask_equals_todo_by_hand(monkeypatch):
     """ChromaPipeline's mask (text padding 0, the rest 1) becomes m_i * m_j per block; ToDo keeps its columns."""
     model = _reinit(
         diffusers.ChromaTransformer2DModel(
-            in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=HEAD_DIM,
-            num_attention_heads=HEADS, joint_attention_dim=24, axes_dims_rope=(4, 6, 6),
+            in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=FLUX_HEAD_DIM,
+            num_attention_heads=FLUX_HEADS, joint_attention_dim=24, axes_dims_rope=(4, 6, 6),
             approximator_num_channels=8, approximator_hidden_dim=32, approximator_layers=1,
         )
     )  # fmt: skip
@@ -305,7 +187,7 @@ def test_chroma_with_its_text_mask_equals_todo_by_hand(monkeypatch):
         "hidden_states": torch.randn(2, 42, 8, generator=g),
         "encoder_hidden_states": torch.randn(2, TXT, 24, generator=g),
         "timestep": torch.tensor([0.3, 0.6]),
-        "img_ids": _ids(*grid),
+        "img_ids": flux_ids(*grid),
         "txt_ids": torch.zeros(TXT, 3),
         "attention_mask": mask,
     }
@@ -328,8 +210,8 @@ def test_flux2_equals_todo_by_hand_and_keeps_reference_tokens(monkeypatch, refer
 
     model = _reinit(
         diffusers.Flux2Transformer2DModel(
-            in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=HEAD_DIM,
-            num_attention_heads=HEADS, joint_attention_dim=24, timestep_guidance_channels=16,
+            in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=FLUX_HEAD_DIM,
+            num_attention_heads=FLUX_HEADS, joint_attention_dim=24, timestep_guidance_channels=16,
             axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
         )
     )  # fmt: skip

@@ -3,7 +3,9 @@ end to end through lib_todo.apply: the DiT engine with the NextDiT family (lib_t
 
 The reference is the ORIGINAL model with its attention kernel swapped for ToDo written by hand
 (tests/dit_reference.py) on the calls the test knows by their key length: the noise refiners' and the main
-layers'; every other call (context refiners, SigLIP refiners) runs the original kernel."""
+layers'; every other call (context refiners, SigLIP refiners) runs the original kernel. What every diffusers
+family satisfies (factor 1, remove, an exception, auto, the step window, the table) is checked on the same models
+in tests/test_dit_diffusers_invariants.py."""
 
 from __future__ import annotations
 
@@ -12,48 +14,35 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
+from dit_diffusers_cases import (
+    CAP_DIM,
+    NEXTDIT_CHANNELS,
+    lumina2_inputs,
+    lumina2_transformer,
+    run,
+    z_image_transformer,
+    z_inputs,
+)
 from dit_family_checks import HandKernel
 
 import lib_todo
 from lib_todo import TodoSettings
 from lib_todo.backends import dit, dit_diffusers, lumina
 
-diffusers = pytest.importorskip("diffusers")
 transformer_lumina2 = pytest.importorskip("diffusers.models.transformers.transformer_lumina2")
 transformer_z_image = pytest.importorskip("diffusers.models.transformers.transformer_z_image")
 
-CAP_DIM, CHANNELS, MULTIPLE = 24, 4, 32
-
-
-def randomised(model: torch.nn.Module) -> torch.nn.Module:
-    """Every parameter drawn anew (diffusers starts pad tokens and some gates at zero, which would hide attention
-    from the output); norm scales around 1."""
-    torch.manual_seed(0)
-    for name, p in model.named_parameters():
-        p.data.normal_(0.0, 0.2)
-        if "norm" in name and p.dim() == 1:
-            p.data += 1.0
-    return model.eval()
+MULTIPLE = 32  # Z-Image pads captions and images to a multiple of 32 tokens
 
 
 @pytest.fixture(scope="module")
 def lumina2():
-    torch.manual_seed(0)
-    model = diffusers.Lumina2Transformer2DModel(
-        patch_size=2, in_channels=CHANNELS, hidden_size=48, num_layers=2, num_refiner_layers=1,
-        num_attention_heads=3, num_kv_heads=1, multiple_of=16, axes_dim_rope=(4, 6, 6), cap_feat_dim=CAP_DIM,
-    )  # fmt: skip
-    return randomised(model)
+    return lumina2_transformer()
 
 
 @pytest.fixture(scope="module")
 def z_image():
-    torch.manual_seed(0)
-    model = diffusers.ZImageTransformer2DModel(
-        in_channels=CHANNELS, dim=48, n_layers=2, n_refiner_layers=1, n_heads=3, n_kv_heads=3, cap_feat_dim=CAP_DIM,
-        axes_dims=[4, 6, 6], axes_lens=[512, 64, 64], siglip_feat_dim=8,
-    )  # fmt: skip
-    return randomised(model)
+    return z_image_transformer()
 
 
 def assert_matches_and_changed(got, expected, plain):
@@ -64,28 +53,6 @@ def assert_matches_and_changed(got, expected, plain):
 
 
 # Lumina 2
-
-
-def lumina2_inputs(latent_hw, caption_lengths, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    b, t = len(caption_lengths), max(caption_lengths)
-    mask = torch.zeros(b, t, dtype=torch.long)
-    for i, n in enumerate(caption_lengths):
-        mask[i, :n] = 1
-    return {
-        "hidden_states": torch.randn(b, CHANNELS, *latent_hw, generator=g),
-        "timestep": torch.tensor([0.3, 0.8][:b]),
-        "encoder_hidden_states": torch.randn(b, t, CAP_DIM, generator=g),
-        "encoder_attention_mask": mask,
-    }
-
-
-def run(model, inputs):
-    with torch.no_grad():
-        out = model(**inputs).sample
-    if isinstance(out, list):  # Z-Image: one (C, F, H, W) per item
-        return torch.stack(out) if len({o.shape for o in out}) == 1 else out
-    return out
 
 
 def lumina2_by_hand(model, monkeypatch, inputs, factor, balance="channel"):
@@ -101,15 +68,6 @@ def lumina2_by_hand(model, monkeypatch, inputs, factor, balance="channel"):
         return run(model, inputs)
     finally:
         monkeypatch.undo()
-
-
-def test_lumina2_factor_one_installs_nothing_and_is_bit_identical(lumina2):
-    inputs = lumina2_inputs((12, 16), [7, 4])
-    reference = run(lumina2, inputs)
-    handle = lib_todo.apply(lumina2, TodoSettings(factor=1))
-    assert not handle.installed and not dit_diffusers.has_todo(lumina2)
-    assert torch.equal(run(lumina2, inputs), reference)
-    handle.remove()
 
 
 @pytest.mark.parametrize(
@@ -158,50 +116,7 @@ def test_lumina2_context_refiner_is_untouched(lumina2):
     assert torch.equal(seen[0], seen[1])
 
 
-def test_lumina2_exception_mid_forward_restores_everything(lumina2):
-    inputs = lumina2_inputs((12, 16), [7, 4])
-    reference = run(lumina2, inputs)
-    hook = lumina2.layers[1].register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
-    try:
-        with pytest.raises(RuntimeError, match="stop"):
-            with lib_todo.patched(lumina2, TodoSettings(factor=2)) as handle:
-                run(lumina2, inputs)
-    finally:
-        hook.remove()
-    assert handle.state.calls == 2  # the noise refiner and the first layer ran with ToDo
-    assert not dit_diffusers.has_todo(lumina2) and not dit.installed_anywhere()
-    assert transformer_lumina2.F is torch.nn.functional
-    assert torch.equal(run(lumina2, inputs), reference)
-
-
-def test_lumina2_remove_by_pipeline_and_auto_at_native(lumina2):
-    holder = types.SimpleNamespace(transformer=lumina2)
-    handle = lib_todo.apply(holder, TodoSettings(factor=2))
-    assert dit_diffusers.has_todo(lumina2) and lib_todo.remove(holder) == 2
-    assert not dit_diffusers.has_todo(lumina2)
-    handle.remove()
-    inputs = lumina2_inputs((12, 16), [7, 4])
-    reference = run(lumina2, inputs)
-    with lib_todo.patched(lumina2, TodoSettings()) as handle:  # auto: 96 x 128 px is far below 1024 px
-        assert torch.equal(run(lumina2, inputs), reference)
-    assert handle.state.calls == 0
-    with lib_todo.patched(lumina2, TodoSettings(), native_px=48) as handle:  # 6 x 8 tokens = 2x a 48 px native
-        run(lumina2, inputs)
-    assert handle.applied == {1: 2.0}
-
-
 # Z-Image
-
-
-def z_inputs(latent_hw, caption_lengths, seed=1, **extra):
-    g = torch.Generator().manual_seed(seed)
-    sizes = latent_hw if isinstance(latent_hw, list) else [latent_hw] * len(caption_lengths)
-    return {
-        "x": [torch.randn(CHANNELS, 1, *hw, generator=g) for hw in sizes],
-        "t": torch.tensor([0.3, 0.8][: len(caption_lengths)]),
-        "cap_feats": [torch.randn(n, CAP_DIM, generator=g) for n in caption_lengths],
-        **extra,
-    }
 
 
 def padded(n):
@@ -249,9 +164,9 @@ def test_z_image_equals_todo_by_hand_with_pads_kept_whole(z_image, monkeypatch, 
 
 def test_z_image_omni_serves_the_target_and_keeps_condition_images_whole(z_image, monkeypatch):
     """Omni: per item [captions, condition image, target, SigLIP]; the target's start differs per item."""
-    g = torch.Generator().manual_seed(4)
-    target = [torch.randn(CHANNELS, 1, 12, 16, generator=g) for _ in range(2)]  # 6 x 8 tokens, padded to 64
-    conds = [torch.randn(CHANNELS, 1, 8, 8, generator=g), torch.randn(CHANNELS, 1, 12, 12, generator=g)]  # 32, 64
+    g, c = torch.Generator().manual_seed(4), NEXTDIT_CHANNELS
+    target = [torch.randn(c, 1, 12, 16, generator=g) for _ in range(2)]  # 6 x 8 tokens, padded to 64
+    conds = [torch.randn(c, 1, 8, 8, generator=g), torch.randn(c, 1, 12, 12, generator=g)]  # 32, 64
     inputs = {
         "x": [[conds[0], target[0]], [conds[1], target[1]]],
         "t": torch.tensor([0.3, 0.8]),
@@ -288,29 +203,8 @@ def test_z_image_items_of_different_sizes_are_sat_out(z_image):
     assert handle.state.calls == 0 and handle.state.skipped == {"no grid": 1}
 
 
-def test_z_image_factor_one_remove_and_exception(z_image):
-    inputs = z_inputs((12, 16), [7, 70])
-    reference = run(z_image, inputs)
-    handle = lib_todo.apply(z_image, TodoSettings(factor=1))
-    assert not handle.installed and torch.equal(run(z_image, inputs), reference)
-    original = transformer_z_image.dispatch_attention_fn
-    hook = z_image.layers[0].register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
-    try:
-        with pytest.raises(RuntimeError, match="stop"):
-            with lib_todo.patched(z_image, TodoSettings(factor=2)) as handle:
-                run(z_image, inputs)
-    finally:
-        hook.remove()
-    assert handle.state.calls == 1  # the noise refiner ran with ToDo
-    assert transformer_z_image.dispatch_attention_fn is original and not dit.installed_anywhere()
-    assert not dit_diffusers.has_todo(z_image) and torch.equal(run(z_image, inputs), reference)
-
-
 def test_families_by_name(lumina2, z_image):
-    from lib_todo.backends import dit_family
-
-    assert dit_family(lumina2, "diffusers") is lumina.DIFFUSERS_LUMINA
-    assert dit_family(z_image, "diffusers") is lumina.DIFFUSERS_Z_IMAGE
+    """Which class is which family: tests/test_dit_diffusers_invariants.py."""
     assert not lumina.is_forge_nextdit(lumina2) and not lumina.is_forge_nextdit(z_image)  # Neo's NextDiT only
     assert lumina.DIFFUSERS_LUMINA.name == "Lumina 2" and lumina.DIFFUSERS_Z_IMAGE.name == "Z-Image"
     assert lumina.DIFFUSERS_LUMINA.native_px == lumina.DIFFUSERS_Z_IMAGE.native_px == 1024

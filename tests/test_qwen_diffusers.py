@@ -1,6 +1,8 @@
 """ToDo on diffusers' real QwenImageTransformer2DModel (small config, random weights), end to end: the DiT engine
 (lib_todo.backends.dit) with the Qwen-Image family (lib_todo.backends.qwen), installed by lib_todo.apply, against
-the ORIGINAL model whose `dispatch_attention_fn` does ToDo by hand (tests/dit_reference.py)."""
+the ORIGINAL model whose `dispatch_attention_fn` does ToDo by hand (tests/dit_reference.py). What every diffusers
+family satisfies (factor 1, remove, an exception, auto, the step window, the table) is checked on the same model in
+tests/test_dit_diffusers_invariants.py."""
 
 from __future__ import annotations
 
@@ -8,57 +10,20 @@ import math
 
 import pytest
 import torch
+from dit_diffusers_cases import LAYERS, QWEN_TXT, processors, qwen_image, qwen_inputs, run
 from dit_family_checks import HandKernel, kernel_replaced
 
 import lib_todo
 from lib_todo import TodoSettings
 from lib_todo.backends import dit, dit_diffusers, dit_family, qwen
 
-diffusers = pytest.importorskip("diffusers")
 transformer_qwenimage = pytest.importorskip("diffusers.models.transformers.transformer_qwenimage")
-
-TXT, HEADS, HEAD_DIM, LAYERS, CHANNELS, TEXT_DIM = 6, 2, 16, 2, 16, 24
-
-
-def make_model(**config) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = diffusers.QwenImageTransformer2DModel(
-        patch_size=2, in_channels=CHANNELS, out_channels=4, num_layers=LAYERS, attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS, joint_attention_dim=TEXT_DIM, axes_dims_rope=(4, 6, 6), **config,
-    )  # fmt: skip
-    for p in model.parameters():  # no zero-initialised layer may hide attention from the output
-        p.data.normal_(0.0, 0.2)
-    return model.eval()
+TXT = QWEN_TXT  # caption tokens of every call here
 
 
 @pytest.fixture(scope="module")
 def model():
-    return make_model()
-
-
-def inputs(shapes: list[tuple[int, int, int]], mask_lengths: tuple[int, ...] | None = None, seed: int = 1) -> dict:
-    """Transformer kwargs for a batch of 2 whose image tokens are `shapes` (target first, then references, as
-    the Edit pipelines build `img_shapes`); `mask_lengths`: each caption's length (the rest is padding)."""
-    g = torch.Generator().manual_seed(seed)
-    n = sum(f * h * w for f, h, w in shapes)
-    kwargs = {
-        "hidden_states": torch.randn(2, n, CHANNELS, generator=g),
-        "encoder_hidden_states": torch.randn(2, TXT, TEXT_DIM, generator=g),
-        "timestep": torch.tensor([0.4, 0.8]),
-        "img_shapes": [list(shapes)] * 2,
-    }
-    if mask_lengths is not None:
-        kwargs["encoder_hidden_states_mask"] = torch.arange(TXT)[None, :] < torch.tensor(mask_lengths)[:, None]
-    return kwargs
-
-
-def run(model, kwargs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**kwargs, return_dict=False)[0]
-
-
-def processors(model) -> list:
-    return [block.attn.processor for block in model.transformer_blocks]
+    return qwen_image()
 
 
 def by_hand(model, kwargs: dict, grid: tuple[int, int, int], factor: int, balance: bool = True):
@@ -72,21 +37,9 @@ def by_hand(model, kwargs: dict, grid: tuple[int, int, int], factor: int, balanc
     return out, hand
 
 
-def test_the_table_serves_it_and_the_plan_uses_qwen_images_native_size(model):
-    assert dit_family(model, "diffusers") is qwen.DIFFUSERS_QWEN
+def test_neos_table_does_not_take_it_and_the_plan_uses_qwen_images_native_size(model):
     assert dit_family(model, "forge") is None  # Neo's class has the same name; the hosts' networks differ
     assert qwen.DIFFUSERS_QWEN.layout().native_latent == 1328 // 16
-
-
-def test_factor_one_installs_nothing_and_is_bit_identical(model):
-    kwargs = inputs([(1, 6, 8)])
-    before = processors(model)
-    reference = run(model, kwargs)
-    handle = lib_todo.apply(model, TodoSettings(factor=1))
-    assert not handle.installed and not dit_diffusers.has_todo(model)
-    assert torch.equal(run(model, kwargs), reference)
-    handle.remove()
-    assert all(a is b for a, b in zip(processors(model), before, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -103,7 +56,7 @@ def test_factor_one_installs_nothing_and_is_bit_identical(model):
     ],
 )
 def test_equals_the_original_model_with_todo_written_by_hand(model, shapes, factor, balance):
-    kwargs = inputs(shapes)
+    kwargs = qwen_inputs(shapes)
     before = processors(model)
     with lib_todo.patched(model, TodoSettings(factor=factor), balance=balance) as handle:
         got = run(model, kwargs)
@@ -122,7 +75,7 @@ def test_equals_the_original_model_with_todo_written_by_hand(model, shapes, fact
 def test_captions_of_different_length_keep_their_mask_columns(model, balance):
     """`encoder_hidden_states_mask` (item 0 has 3 of 6 caption tokens) becomes a (B, 1, 1, T + N) boolean mask;
     ToDo keeps each kept key's column, so padding stays unseen, and equals the hand reference."""
-    kwargs = inputs([(1, 6, 8), (1, 2, 3)], mask_lengths=(3, 6))
+    kwargs = qwen_inputs([(1, 6, 8), (1, 2, 3)], mask_lengths=(3, 6))
     with lib_todo.patched(model, TodoSettings(factor=2), balance=balance) as handle:
         got = run(model, kwargs)
         padding_changed = dict(kwargs, encoder_hidden_states=kwargs["encoder_hidden_states"].clone())
@@ -140,8 +93,8 @@ def test_captions_of_different_length_keep_their_mask_columns(model, balance):
 
 def test_edit_2511_zero_cond_t_with_a_reference():
     """zero_cond_t (Qwen-Image-Edit-2511) modulates reference tokens from t = 0; the sequence is the same."""
-    model = make_model(zero_cond_t=True)
-    kwargs = inputs([(1, 5, 6), (1, 4, 4)])
+    model = qwen_image(zero_cond_t=True)
+    kwargs = qwen_inputs([(1, 5, 6), (1, 4, 4)])
     with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
         got = run(model, kwargs)
     assert handle.state.calls == LAYERS
@@ -152,9 +105,9 @@ def test_edit_2511_zero_cond_t_with_a_reference():
 def test_layered_layers_are_the_targets_frames():
     """Qwen-Image-Layered: layers + 1 images of one size generated together (frames 0..L of its 3-D RoPE), then
     the condition image: the layers are downsampled frame by frame, the condition image is kept whole."""
-    model = make_model(use_layer3d_rope=True)
+    model = qwen_image(use_layer3d_rope=True)
     shapes = [(1, 4, 6)] * 3 + [(1, 3, 3)]
-    kwargs = inputs(shapes)
+    kwargs = qwen_inputs(shapes)
     with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
         got = run(model, kwargs)
     assert handle.state.calls == LAYERS and handle.applied == {1: 2.0}
@@ -162,43 +115,6 @@ def test_layered_layers_are_the_targets_frames():
     expected, _ = by_hand(model, kwargs, (3, 4, 6), 2)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
-
-
-def test_remove_and_pipeline_holder(model):
-    class Holder:  # what QwenImagePipeline looks like to apply(): a .transformer
-        pass
-
-    holder = Holder()
-    holder.transformer = model
-    before = processors(model)
-    handle = lib_todo.apply(holder, TodoSettings(factor=2))
-    assert handle.unet is model and dit_diffusers.has_todo(model)
-    assert lib_todo.remove(holder) == 2
-    assert not dit_diffusers.has_todo(model) and not dit.installed_anywhere()
-    assert all(a is b for a, b in zip(processors(model), before, strict=True))
-    handle.remove()
-
-
-def test_exception_mid_forward_restores_everything(model):
-    before = processors(model)
-    kwargs = inputs([(1, 6, 8)])
-    reference = run(model, kwargs)
-
-    def fail(*args, **kwargs):
-        raise RuntimeError("interrupted")
-
-    hook = model.transformer_blocks[1].register_forward_pre_hook(fail)
-    try:
-        with pytest.raises(RuntimeError, match="interrupted"):
-            with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
-                run(model, kwargs)
-    finally:
-        hook.remove()
-    assert handle.state.calls == 1  # the first block ran with ToDo before the failure
-    assert not dit_diffusers.has_todo(model) and not dit.installed_anywhere()
-    assert transformer_qwenimage.dispatch_attention_fn.__module__.endswith("attention_dispatch")
-    assert all(a is b for a, b in zip(processors(model), before, strict=True))
-    assert torch.equal(run(model, kwargs), reference)
 
 
 def test_a_block_with_another_processor_is_left_alone(model, monkeypatch):
@@ -213,7 +129,7 @@ def test_a_block_with_another_processor_is_left_alone(model, monkeypatch):
     block = model.transformer_blocks[0]
     original = block.attn.processor
     block.attn.processor = custom = Custom()
-    kwargs = inputs([(1, 6, 8)])
+    kwargs = qwen_inputs([(1, 6, 8)])
     try:
         with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
             got = run(model, kwargs)
@@ -232,22 +148,6 @@ def test_a_block_with_another_processor_is_left_alone(model, monkeypatch):
         torch.testing.assert_close(got, run(model, kwargs), rtol=1e-4, atol=1e-5)
     finally:
         block.attn.processor = original
-
-
-def test_step_window_and_auto(model):
-    kwargs = inputs([(1, 12, 12)])
-    reference = run(model, kwargs)
-    with lib_todo.patched(model, TodoSettings(factor=2, start=0.5, stop=1.0)) as handle:
-        assert torch.equal(run(model, kwargs), reference)  # step 0: window not yet open
-        assert handle.state.skipped == {"window": LAYERS}
-        handle.set_progress(0.5)
-        assert not torch.equal(run(model, kwargs), reference)
-    with lib_todo.patched(model, TodoSettings()) as handle:  # auto: 192 px is far below 1328 px
-        assert torch.equal(run(model, kwargs), reference)
-    assert handle.state.calls == 0 and handle.state.silence_reason() is None
-    with lib_todo.patched(model, TodoSettings(), native_px=96) as handle:  # 12 tokens = 2x native 96 / 16
-        run(model, kwargs)
-    assert handle.applied == {1: 2.0}
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 """ToDo on diffusers' real Wan transformers (WanTransformer3DModel text-to-video and image-to-video, and
 WanVACETransformer3DModel; small configs, random weights), end to end through lib_todo.apply, against ToDo written
-by hand (tests/dit_reference.py) in place of the original processors' `dispatch_attention_fn`."""
+by hand (tests/dit_reference.py) in place of the original processors' `dispatch_attention_fn`. What every diffusers
+family satisfies (factor 1, remove, an exception, auto, the step window, the table) is checked on the text-to-video
+model in tests/test_dit_diffusers_invariants.py."""
 
 from __future__ import annotations
 
@@ -8,62 +10,19 @@ import math
 
 import pytest
 import torch
-from dit_family_checks import HandKernel, randomise
+from dit_diffusers_cases import I2V_IMAGE, I2V_TEXT, LAYERS, TXT, processors, run, small_wan, wan_inputs
+from dit_family_checks import HandKernel
 from dit_reference import kept_keys
 
 import lib_todo
 from lib_todo import TodoSettings
 from lib_todo.backends import dit, dit_diffusers, dit_family, wan
 
-diffusers = pytest.importorskip("diffusers")
 transformer_wan = pytest.importorskip("diffusers.models.transformers.transformer_wan")
-
-HEADS, HEAD_DIM, TEXT_DIM, LAYERS = 2, 12, 16, 2
-I2V_TEXT, I2V_IMAGE = 512, 4  # Wan's i2v processor takes the last 512 context tokens as text, the rest as image
-
-
-def small_wan(kind: str = "t2v", seed: int = 0, **overrides) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    config = dict(
-        patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=HEAD_DIM, in_channels=4, out_channels=4,
-        text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=LAYERS, rope_max_seq_len=32,
-    )  # fmt: skip
-    if kind == "i2v":  # the image latent and mask concatenated along channels; CLIP image tokens in attn2
-        config.update(in_channels=8, image_dim=8, added_kv_proj_dim=HEADS * HEAD_DIM)
-    if kind == "vace":
-        config.update(vace_layers=[0, 1], vace_in_channels=6)
-    config.update(overrides)
-    cls = diffusers.WanVACETransformer3DModel if kind == "vace" else diffusers.WanTransformer3DModel
-    return randomise(cls(**config), seed=seed)  # every parameter drawn anew, non-zero
-
-
-def inputs(model: torch.nn.Module, latent_thw: tuple[int, int, int], batch: int = 2, seed: int = 1) -> dict:
-    """Forward kwargs for a latent of (frames, height, width)."""
-    g = torch.Generator().manual_seed(seed)
-    config = model.config
-    kwargs = {
-        "hidden_states": torch.randn(batch, config.in_channels, *latent_thw, generator=g),
-        "timestep": torch.tensor([300, 700][:batch]),
-        "encoder_hidden_states": torch.randn(batch, I2V_TEXT if config.image_dim else 5, TEXT_DIM, generator=g),
-    }
-    if config.image_dim:
-        kwargs["encoder_hidden_states_image"] = torch.randn(batch, I2V_IMAGE, config.image_dim, generator=g)
-    if "vace_in_channels" in config:
-        kwargs["control_hidden_states"] = torch.randn(batch, config.vace_in_channels, *latent_thw, generator=g)
-    return kwargs
-
-
-def run(model: torch.nn.Module, kwargs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**kwargs).sample
 
 
 def grid_of(latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:
     return latent_thw[0], latent_thw[1] // 2, latent_thw[2] // 2
-
-
-def processors(model: torch.nn.Module) -> list:
-    return [m.processor for m in model.modules() if hasattr(m, "processor")]
 
 
 def todo_by_hand(monkeypatch, grid: tuple[int, int, int], factor: int, balance: bool = True) -> HandKernel:
@@ -103,7 +62,7 @@ def recording(monkeypatch) -> list[tuple[int, int]]:
 )
 def test_todo_equals_the_original_processors_with_todo_written_by_hand(monkeypatch, kind, latent, factor, balance):
     model = small_wan(kind)
-    kwargs = inputs(model, latent)
+    kwargs = wan_inputs(model, latent)
     before = processors(model)
     plain = run(model, kwargs)
     with lib_todo.patched(model, TodoSettings(factor=factor), balance=balance) as handle:
@@ -118,7 +77,7 @@ def test_todo_equals_the_original_processors_with_todo_written_by_hand(monkeypat
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert (got - plain).abs().max() > 1e-2 * plain.abs().max()
     n = grid_of(latent)[0] * grid_of(latent)[1] * grid_of(latent)[2]
-    per_block = [(n, I2V_IMAGE), (n, I2V_TEXT)] if kind == "i2v" else [(n, 5)]  # attn2: CLIP image, then text
+    per_block = [(n, I2V_IMAGE), (n, I2V_TEXT)] if kind == "i2v" else [(n, TXT)]  # attn2: CLIP image, then text
     assert hand.left == per_block * (LAYERS * (2 if kind == "vace" else 1))
     assert hand.todo == LAYERS * (2 if kind == "vace" else 1)
 
@@ -128,7 +87,7 @@ def test_cross_attention_reaches_diffusers_dispatch_untouched(monkeypatch):
     with their whole context, as without ToDo; attn1's come with one key per 2 x 2 cell of each of the 3 frames
     (a 4 x 6 grid per frame: 6 keys each)."""
     model = small_wan("i2v")
-    kwargs = inputs(model, (3, 8, 12), batch=1)
+    kwargs = wan_inputs(model, (3, 8, 12), batch=1)
     calls = recording(monkeypatch)
     run(model, kwargs)
     plain_calls = list(calls)
@@ -145,7 +104,7 @@ def test_kept_keys_are_chosen_within_each_frame(monkeypatch):
     """The first block's attn1 sees the same q, k, v with or without ToDo: the keys ToDo hands the kernel are the
     full keys at the centre token of each 1 x 2 x 2 cell, frame by frame."""
     model = small_wan("t2v")
-    kwargs = inputs(model, (3, 6, 10), batch=1)
+    kwargs = wan_inputs(model, (3, 6, 10), batch=1)
     original = transformer_wan.dispatch_attention_fn
     keys: list[torch.Tensor] = []
 
@@ -173,7 +132,7 @@ def test_two_experts_of_a_wan_2_2_pipeline_share_one_state(monkeypatch):
 
     pipe = Pipeline()
     pipe.transformer, pipe.transformer_2 = small_wan("t2v", seed=0), small_wan("t2v", seed=3)
-    kwargs = inputs(pipe.transformer, (2, 10, 14))
+    kwargs = wan_inputs(pipe.transformer, (2, 10, 14))
     handle = lib_todo.apply(pipe, TodoSettings(factor=2))
     try:
         assert dit_diffusers.has_todo(pipe.transformer) and dit_diffusers.has_todo(pipe.transformer_2)
@@ -188,44 +147,6 @@ def test_two_experts_of_a_wan_2_2_pipeline_share_one_state(monkeypatch):
     torch.testing.assert_close(low, run(pipe.transformer_2, kwargs), atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("settings", [TodoSettings(factor=1), TodoSettings(factor=0)])
-def test_factor_one_and_auto_at_native_are_bit_identical(settings):
-    """Factor 1 installs nothing; auto on a 5 x 7 token grid (80 x 112 px) is far below 960 px: nothing asked."""
-    model = small_wan("t2v")
-    kwargs = inputs(model, (2, 10, 14))
-    reference = run(model, kwargs)
-    handle = lib_todo.apply(model, settings)
-    try:
-        assert handle.installed == (settings.factor != 1)
-        assert torch.equal(run(model, kwargs), reference)
-        assert handle.state.calls == 0 and handle.state.silence_reason() is None
-    finally:
-        handle.remove()
-    assert not dit_diffusers.has_todo(model)
-
-
-def test_exception_mid_forward_restores_everything():
-    model = small_wan("t2v")
-    kwargs = inputs(model, (2, 10, 14))
-    before = processors(model)
-    reference = run(model, kwargs)
-
-    def fail(*args):
-        raise RuntimeError("interrupted")
-
-    hook = model.blocks[1].register_forward_pre_hook(fail)
-    try:
-        with pytest.raises(RuntimeError, match="interrupted"):
-            with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
-                run(model, kwargs)
-    finally:
-        hook.remove()
-    assert handle.state.calls == 1  # the first block ran with ToDo before the failure
-    assert not dit_diffusers.has_todo(model) and not dit.installed_anywhere()
-    assert all(a is b for a, b in zip(processors(model), before, strict=True))
-    assert torch.equal(run(model, kwargs), reference)
-
-
 def test_a_block_with_another_processor_is_left_alone():
     model = small_wan("t2v")
 
@@ -235,12 +156,12 @@ def test_a_block_with_another_processor_is_left_alone():
 
     model.blocks[0].attn1.processor = Custom()
     with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
-        run(model, inputs(model, (2, 10, 14)))
+        run(model, wan_inputs(model, (2, 10, 14)))
     assert handle.state.calls == LAYERS - 1
 
 
 def test_the_families_by_model():
-    assert dit_family(small_wan("t2v"), "diffusers") is wan.DIFFUSERS_WAN
+    """t2v: the shared invariants; VACE: the same family; TI2V-5B: its own (32 px per token); not Neo's."""
     assert dit_family(small_wan("vace"), "diffusers") is wan.DIFFUSERS_WAN
     five_b = small_wan("t2v", in_channels=48, out_channels=48)  # TI2V-5B: a /16 latent of 48 channels
     assert dit_family(five_b, "diffusers") is wan.DIFFUSERS_WAN_5B
