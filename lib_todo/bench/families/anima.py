@@ -46,7 +46,7 @@ def inputs(module: nn.Module, size: Size, g: torch.Generator) -> tuple[dict[str,
     return kwargs, (lh // 2, lw // 2)
 
 
-SIZES = {"cuda": "1024,2048", "cpu": "1024,2048", "quick": "128"}
+SIZES = {"cuda": "1024,2048", "cpu": "1024,2048", "quick": "272"}
 FAMILIES = (
     dit.dit_family(
         "anima", "Anima (Cosmos): 1 full-width block fp32 on CPU, whole transformer bf16 on CUDA (diffusers)", SPEC,

@@ -41,7 +41,7 @@ def inputs(module: nn.Module, size: Size, g: torch.Generator) -> tuple[dict[str,
     return kwargs, (h, w)
 
 
-SIZES = {"cuda": "1024,2048", "cpu": "1024,2048", "quick": "128"}
+SIZES = {"cuda": "1024,2048", "cpu": "1024,2048", "quick": "272"}
 FAMILIES = (
     dit.dit_family(
         "ernie", "Ernie-Image: 1 full-width layer fp32 on CPU, whole transformer bf16 on CUDA (diffusers)", SPEC,

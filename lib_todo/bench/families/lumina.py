@@ -70,7 +70,7 @@ def lumina2_inputs(module: nn.Module, size: Size, g: torch.Generator) -> tuple[d
 
 
 ABOUT = f"{CAPTION_TOKENS} caption tokens"
-SIZES = {"cuda": "1024,2048", "cpu": "1024,2048", "quick": "128"}
+SIZES = {"cuda": "1024,2048", "cpu": "1024,2048", "quick": "272"}
 
 
 def _size(text: str) -> Size:

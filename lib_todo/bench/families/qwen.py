@@ -43,7 +43,7 @@ def inputs(module: nn.Module, size: Size, g: torch.Generator) -> tuple[dict[str,
 
 
 ABOUT = f"{TEXT_TOKENS} text tokens"
-SIZES = {"cuda": "1328,2656", "cpu": "1328,2656", "quick": "128"}
+SIZES = {"cuda": "1328,2656", "cpu": "1328,2656", "quick": "272"}
 FAMILIES = (
     dit.dit_family(
         "qwen", "Qwen-Image: 1 full-width block fp32 on CPU, whole transformer bf16 on CUDA (diffusers)", SPEC,

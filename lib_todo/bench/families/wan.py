@@ -51,7 +51,7 @@ def inputs(module: nn.Module, size: Size, g: torch.Generator) -> tuple[dict[str,
 
 
 SIZES = {"cuda": "480p x 17 frames,480p x 33 frames", "cpu": "480p x 17 frames,480p x 33 frames",
-         "quick": "128x128x5"}  # fmt: skip
+         "quick": "272x272x5"}  # fmt: skip
 FAMILIES = (
     dit.dit_family(
         "wan", "Wan 2.2 14B: 1 full-width block fp32 on CPU, whole transformer bf16 on CUDA (diffusers; video)",
