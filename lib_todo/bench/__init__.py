@@ -1,8 +1,10 @@
 """The benchmark of ToDo, one engine for every model family: `python -m lib_todo.bench`.
 
-For each model (`--models`: sd15, sdxl, ldm-sd15, ldm-sdxl, flux-double, flux-single, flux), attention kernel and
-size, one call of the model is timed for the baseline, the A/A row (the baseline again: the noise floor) and the
-configurations its family declares (UNets: bound, auto, f{F}, f{F}+l2, tome; DiTs: bound, auto, f{F}, f{F}-nb).
+For each model (`--models`: sd15, sdxl, ldm-sd15, ldm-sdxl, flux-double, flux-single, flux, qwen, zimage, lumina2,
+wan, anima, ernie, krea), attention kernel and size, one call of the model is timed for the baseline, the A/A row
+(the baseline again: the noise floor) and the configurations its family declares (UNets: bound, auto, f{F},
+f{F}+l2, tome; DiTs: bound, auto, f{F}, f{F}-mask, f{F}-nb). The DiTs other than Flux are diffusers' real
+transformers at their published width: one main block in fp32 on the CPU, the whole depth in bf16 on CUDA.
 A configuration that cannot run (tomesd missing) and a model whose package is missing are listed with the reason;
 a configuration that fails (out of memory) is listed with its error.
 
@@ -30,11 +32,12 @@ have its own default sizes and width; `--help` shows them all):
 plot from results, also from the JSONs of earlier versions of the bench.
 
 Files: `family.py` (the interface a family implements: Family, BenchModel, Config, Size), `registry.py` (one
-entry per `--models` name), `families/` (one module per family: `unet.py`, `flux.py`; `dit.py` what DiT
-families share), `studies/` (the named studies), `measure.py` (the timing loop, the estimator, the rows),
-`report.py` (table, environment, JSON, plot), `options.py` (profiles and option checks), `cli.py` (run, study,
-replot, main), `kernels.py` (the UNets' attention kernels), `unets.py` (the reference UNet architectures, also used
-by the tests).
+entry per `--models` name), `families/` (one module per family: `unet.py`, `flux.py`, `qwen.py`, `lumina.py`,
+`wan.py`, `anima.py`, `ernie.py`, `krea.py`; `dit.py` what DiT families share, with `DitTodoAdapter`, the one
+place that touches lib_todo's internals), `studies/` (the named studies), `measure.py` (the timing loop, the
+estimator, the rows), `report.py` (table, environment, JSON, plot), `options.py` (profiles and option checks),
+`cli.py` (run, study, replot, main), `kernels.py` (the UNets' attention kernels), `unets.py` (the reference UNet
+architectures, also used by the tests).
 """
 
 from __future__ import annotations
