@@ -22,12 +22,15 @@ STUB = Path(__file__).resolve().parent / "webui_stub"
 Starts = int | list[int] | None  # where the image starts among a call's keys (per item), or None: not by hand
 
 
-def randomise(model: torch.nn.Module, std: float = 0.2, seed: int = 0) -> torch.nn.Module:
-    """Every parameter drawn anew (no zero-initialised gate or projection may hide attention from the output)."""
+def randomise(model: torch.nn.Module, std: float = 0.2, seed: int = 0, norms_around_one: bool = False):
+    """Every parameter drawn anew (no zero-initialised gate or projection may hide attention from the output, and
+    Neo builds some with torch.empty); with `norms_around_one`, norm scales (1-D, named *norm*) around 1."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             p.copy_(torch.randn(p.shape, generator=g) * std)
+            if norms_around_one and "norm" in name and p.dim() == 1:
+                p += 1.0
     return model.eval()
 
 

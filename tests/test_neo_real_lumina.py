@@ -8,16 +8,13 @@ from __future__ import annotations
 import pytest
 import torch
 from dit_family_checks import HandKernel
-from neo_host import neo_module, requires_neo
+from neo_host import TXT, factor_one_installs_nothing, neo_call, neo_module, requires_neo, tiny
 
 from lib_todo.backends import dit, dit_family, lumina
-from lib_todo.backends.dit_forge import DitCallWrapper
-from lib_todo.plan import TodoPlan
 from lib_todo.settings import TodoSettings
-from lib_todo.state import PassState
 
 pytestmark = requires_neo
-TXT, CAP_DIM = 5, 24
+CAP_DIM = 24
 CONFIGS = {
     # Lumina 2 / Neta in small: GQA (3 query heads, 1 key/value head), no padding, SiLU-Linear modulation
     "lumina": {
@@ -40,28 +37,16 @@ def neo_lumina():
 
 
 def tiny_nextdit(module, config: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    network = module.NextDiT(
-        patch_size=2, in_channels=4, n_layers=2, n_refiner_layers=1, qk_norm=True, cap_feat_dim=CAP_DIM,
-        **CONFIGS[config],
+    """Neo makes the pad tokens with torch.empty: all drawn anew, norm scales around 1."""
+    return tiny(
+        module.NextDiT, norms_around_one=True, patch_size=2, in_channels=4, n_layers=2, n_refiner_layers=1,
+        qk_norm=True, cap_feat_dim=CAP_DIM, **CONFIGS[config],
     )  # fmt: skip
-    with torch.no_grad():
-        for name, p in network.named_parameters():  # Neo makes the pad tokens with torch.empty
-            p.normal_(0.0, 0.2)
-            if "norm" in name:
-                p += 1.0
-    return network.eval()
 
 
-def model_call(network, latent_hw):
-    g = torch.Generator().manual_seed(7)
-    x = torch.randn(2, 4, *latent_hw, generator=g)
-    c = {"c_crossattn": torch.randn(2, TXT, CAP_DIM, generator=g), "transformer_options": {}}
-
-    def apply_model(x, t, c_crossattn, transformer_options):
-        return network(x, t, context=c_crossattn, transformer_options=transformer_options)
-
-    return apply_model, {"input": x, "timestep": torch.tensor([0.4, 0.8]), "c": c}
+def nextdit_call(network, latent_hw):
+    """Neo's KModel hands the conds' transformer_options on."""
+    return neo_call(network, (4, *latent_hw), CAP_DIM, transformer_options={})
 
 
 def key_layouts(config: str, latent_hw) -> tuple[tuple[int, int, int], dict[int, int]]:
@@ -76,23 +61,6 @@ def key_layouts(config: str, latent_hw) -> tuple[tuple[int, int, int], dict[int,
     return grid, layouts
 
 
-def run_with_todo(network, settings, apply_model, args, balance="channel"):
-    family = dit_family(network, "forge")
-    state = PassState(TodoPlan(settings, family.layout()))
-    wrapper = DitCallWrapper(state, dit.installation(family, network), balance=balance)
-    with torch.no_grad():
-        return wrapper(apply_model, args), state
-
-
-def run_by_hand(module, monkeypatch, apply_model, args, grid, layouts, factor):
-    """The model with Neo's attention_function doing ToDo by hand where the key length is in `layouts`; every call
-    (B, heads, L, D), as Neo's JointAttention hands it."""
-    hand = HandKernel(layouts.get, grid, factor)
-    monkeypatch.setattr(module, "attention_function", hand.forge(module.attention_function, split=True))
-    with torch.no_grad():
-        return apply_model(args["input"], args["timestep"], **args["c"]), hand
-
-
 @pytest.mark.parametrize(
     ("config", "latent_hw", "factor", "balance"),
     [
@@ -104,14 +72,16 @@ def run_by_hand(module, monkeypatch, apply_model, args, grid, layouts, factor):
         ("z-image", (12, 18), 3, "channel"),
     ],
 )
-def test_neo_nextdit_equals_todo_by_hand(neo_lumina, monkeypatch, config, latent_hw, factor, balance):
+def test_neo_nextdit_equals_todo_by_hand(neo_lumina, config, latent_hw, factor, balance):
+    """ToDo by hand in Neo's attention_function where the key length is a noise refiner's or a main layer's;
+    every call (B, heads, L, D), as Neo's JointAttention hands it."""
     network = tiny_nextdit(neo_lumina, config)
-    apply_model, args = model_call(network, latent_hw)
-    with torch.no_grad():
-        plain = apply_model(args["input"], args["timestep"], **args["c"])
-    got, state = run_with_todo(network, TodoSettings(factor=factor), apply_model, args, balance)
+    call = nextdit_call(network, latent_hw)
+    plain = call.plain()
+    got, state = call.with_todo(dit_family(network, "forge"), TodoSettings(factor=factor), balance)
     grid, layouts = key_layouts(config, latent_hw)
-    expected, hand = run_by_hand(neo_lumina, monkeypatch, apply_model, args, grid, layouts, factor)
+    hand = HandKernel(layouts.get, grid, factor)
+    expected = call.by_hand(neo_lumina, hand, split=True)
     assert hand.todo == 3 and hand.host == 1  # noise refiner + 2 layers; the context refiner ran Neo's kernel
     scale = float(expected.abs().max())
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * scale)
@@ -126,9 +96,4 @@ def test_neo_nextdit_is_named_by_what_it_is(neo_lumina):
 
 
 def test_factor_one_installs_nothing(neo_lumina):
-    network = tiny_nextdit(neo_lumina, "z-image")
-    apply_model, args = model_call(network, (12, 16))
-    with torch.no_grad():
-        plain = apply_model(args["input"], args["timestep"], **args["c"])
-    got, state = run_with_todo(network, TodoSettings(factor=1), apply_model, args)
-    assert torch.equal(got, plain) and state.calls == 0
+    factor_one_installs_nothing(nextdit_call(tiny_nextdit(neo_lumina, "z-image"), (12, 16)), lumina.FORGE_Z_IMAGE)
