@@ -472,7 +472,11 @@ def select_model(file_name: str) -> str:
 def test_a_model_switch_to_sd15_and_back_leaves_nothing_behind(
     model: str, plain: Plain, factor2_small: dict[str, Any]
 ) -> None:
-    own_file = next(Path(m["filename"]).name for m in get("/sdapi/v1/sd-models") if m["title"] == model)
+    # The option holds the title, with or without the short hash the listing adds ("name [hash]").
+    files = [Path(m["filename"]).name for m in get("/sdapi/v1/sd-models") if model in (m["title"], m["model_name"])]
+    files = files or [Path(m["filename"]).name for m in get("/sdapi/v1/sd-models") if Path(m["filename"]).name in model]
+    assert files, f"the loaded model {model!r} is not in /sdapi/v1/sd-models"
+    own_file = files[0]
     select_model(SWITCH_TO)
     try:
         small_unet = generate(
