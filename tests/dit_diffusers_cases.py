@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import torch
-from dit_family_checks import randomise
+from dit_family_checks import HandKernel, kernel_replaced, randomise
 from torch import nn
 
 from lib_todo.backends import anima, dit, ernie, flux, krea, lumina, qwen, wan
@@ -32,6 +32,13 @@ def run(model: nn.Module, inputs: dict) -> torch.Tensor | list[torch.Tensor]:
     if isinstance(out, list):
         return torch.stack(out) if len({o.shape for o in out}) == 1 else out
     return out
+
+
+def run_by_hand(model: nn.Module, inputs: dict, module: Any, hand: HandKernel) -> torch.Tensor:
+    """`run`, with `module`'s dispatch_attention_fn (where the model's processors find their kernel) doing ToDo by
+    hand where `hand` knows the call: what ToDo must compute, on the ORIGINAL model."""
+    with kernel_replaced(module, "dispatch_attention_fn", hand.dispatch(module.dispatch_attention_fn)):
+        return run(model, inputs)
 
 
 def processors(model: nn.Module) -> list:
@@ -137,9 +144,7 @@ def qwen_image(**config: Any) -> nn.Module:
         patch_size=2, in_channels=QWEN_CHANNELS, out_channels=4, num_layers=LAYERS, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=QWEN_TEXT_DIM, axes_dims_rope=(4, 6, 6), **config,
     )  # fmt: skip
-    for p in model.parameters():  # no zero-initialised layer may hide attention from the output
-        p.data.normal_(0.0, 0.2)
-    return model.eval()
+    return randomise(model)
 
 
 def qwen_inputs(shapes: list[tuple[int, int, int]], mask_lengths: tuple[int, ...] | None = None, seed: int = 1):
@@ -201,24 +206,13 @@ def wan_inputs(model: nn.Module, latent_thw: tuple[int, int, int], batch: int = 
 CAP_DIM, NEXTDIT_CHANNELS = 24, 4
 
 
-def _norms_around_one(model: nn.Module) -> nn.Module:
-    """Every parameter drawn anew (diffusers starts pad tokens and some gates at zero, which would hide attention
-    from the output); norm scales around 1."""
-    torch.manual_seed(0)
-    for name, p in model.named_parameters():
-        p.data.normal_(0.0, 0.2)
-        if "norm" in name and p.dim() == 1:
-            p.data += 1.0
-    return model.eval()
-
-
 def lumina2_transformer() -> nn.Module:
     torch.manual_seed(0)
     model = diffusers.Lumina2Transformer2DModel(
         patch_size=2, in_channels=NEXTDIT_CHANNELS, hidden_size=48, num_layers=LAYERS, num_refiner_layers=1,
         num_attention_heads=3, num_kv_heads=1, multiple_of=16, axes_dim_rope=(4, 6, 6), cap_feat_dim=CAP_DIM,
     )  # fmt: skip
-    return _norms_around_one(model)
+    return randomise(model, norms_around_one=True)  # diffusers starts pad tokens and some gates at zero
 
 
 def z_image_transformer() -> nn.Module:
@@ -227,7 +221,7 @@ def z_image_transformer() -> nn.Module:
         in_channels=NEXTDIT_CHANNELS, dim=48, n_layers=LAYERS, n_refiner_layers=1, n_heads=3, n_kv_heads=3,
         cap_feat_dim=CAP_DIM, axes_dims=[4, 6, 6], axes_lens=[512, 64, 64], siglip_feat_dim=8,
     )  # fmt: skip
-    return _norms_around_one(model)
+    return randomise(model, norms_around_one=True)  # diffusers starts pad tokens and some gates at zero
 
 
 def lumina2_inputs(latent_hw: tuple[int, int], caption_lengths: list[int], seed: int = 1) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dit_diffusers_cases import LAYERS, TXT, anima_inputs, cosmos, run
+from dit_diffusers_cases import LAYERS, TXT, anima_inputs, cosmos, run, run_by_hand
 from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
 
 import lib_todo
@@ -32,8 +32,7 @@ def _by_hand(model, inputs, grid: tuple[int, int, int], factor: int, balance: bo
     """The original model with dispatch_attention_fn doing ToDo by hand on the image-only self-attention."""
     n = grid[0] * grid[1] * grid[2]
     hand = HandKernel(lambda length: 0 if length == n else None, grid, factor, balance)
-    with kernel_replaced(cosmos_module, "dispatch_attention_fn", hand.dispatch(cosmos_module.dispatch_attention_fn)):
-        return run(model, inputs), hand
+    return run_by_hand(model, inputs, cosmos_module, hand), hand
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dit_diffusers_cases import LAYERS, TXT, ernie_image, ernie_inputs, run
+from dit_diffusers_cases import LAYERS, TXT, ernie_image, ernie_inputs, run, run_by_hand
 from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
 
 import lib_todo
@@ -30,8 +30,7 @@ def _by_hand(model, inputs: dict, grid: tuple[int, int], factor: int, balance: b
     """The original model with dispatch_attention_fn doing ToDo by hand on [image, text] keys."""
     n = grid[0] * grid[1]
     hand = HandKernel(lambda length: 0 if length == n + TXT else None, (1, *grid), factor, balance)
-    with kernel_replaced(ernie_module, "dispatch_attention_fn", hand.dispatch(ernie_module.dispatch_attention_fn)):
-        return run(model, inputs), hand
+    return run_by_hand(model, inputs, ernie_module, hand), hand
 
 
 @pytest.mark.parametrize("balance", ["channel", "mask", "off"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dit_diffusers_cases import LAYERS, TXT, krea2, krea_inputs, run
+from dit_diffusers_cases import LAYERS, TXT, krea2, krea_inputs, run, run_by_hand
 from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
 
 import lib_todo
@@ -32,8 +32,7 @@ def _by_hand(model, inputs, grid: tuple[int, int], factor: int, balance: bool = 
     """The original model with dispatch_attention_fn doing ToDo by hand on [text, image, refs] keys."""
     joint = TXT + grid[0] * grid[1]
     hand = HandKernel(lambda length: TXT if length >= joint else None, (1, *grid), factor, balance)
-    with kernel_replaced(krea_module, "dispatch_attention_fn", hand.dispatch(krea_module.dispatch_attention_fn)):
-        return run(model, inputs), hand
+    return run_by_hand(model, inputs, krea_module, hand), hand
 
 
 @pytest.mark.parametrize("balance", ["channel", "mask", "off"])

@@ -11,8 +11,18 @@ import math
 
 import pytest
 import torch
-from dit_diffusers_cases import FLUX_HEAD_DIM, FLUX_HEADS, TXT, flux1, flux_ids, flux_inputs, processors, run
-from dit_family_checks import HandKernel
+from dit_diffusers_cases import (
+    FLUX_HEAD_DIM,
+    FLUX_HEADS,
+    TXT,
+    flux1,
+    flux_ids,
+    flux_inputs,
+    processors,
+    run,
+    run_by_hand,
+)
+from dit_family_checks import HandKernel, randomise
 
 import lib_todo
 from lib_todo import TodoSettings
@@ -27,19 +37,15 @@ def transformer():
     return flux1()
 
 
-def _hand_dispatch(monkeypatch, module, txt: int, grid: tuple[int, int], factor: int, balance=True) -> HandKernel:
-    """`module`'s dispatch_attention_fn doing ToDo by hand on [text, image (, references)] calls: the ORIGINAL
-    processors attend as ToDo, written out (every other key whole: text first, reference tokens after the image)."""
-    hand = HandKernel(lambda length: txt if length >= txt + grid[0] * grid[1] else None, (1, *grid), factor, balance)
-    monkeypatch.setattr(module, "dispatch_attention_fn", hand.dispatch(module.dispatch_attention_fn))
-    return hand
+def joint_by_hand(grid: tuple[int, int], factor: int, balance=True) -> HandKernel:
+    """ToDo written out for the ORIGINAL processors on [text, image (, references)] calls (every other key whole:
+    text first, reference tokens after the image)."""
+    return HandKernel(lambda length: TXT if length >= TXT + grid[0] * grid[1] else None, (1, *grid), factor, balance)
 
 
 @pytest.mark.parametrize("balance", ["channel", "mask", "off"])
 @pytest.mark.parametrize(("grid", "factor", "extra"), [((6, 8), 2, 0), ((7, 5), 2, 0), ((9, 6), 3, 0), ((6, 8), 2, 12)])
-def test_factor_equals_the_original_processors_with_todo_written_by_hand(
-    transformer, monkeypatch, grid, factor, extra, balance
-):
+def test_factor_equals_the_original_processors_with_todo_written_by_hand(transformer, grid, factor, extra, balance):
     """`extra`: Kontext's reference tokens after the image, kept whole."""
     inputs = flux_inputs(*grid, extra=extra)
     before = processors(transformer)
@@ -51,8 +57,8 @@ def test_factor_equals_the_original_processors_with_todo_written_by_hand(
     assert not dit_diffusers.has_todo(transformer)
     assert all(a is b for a, b in zip(processors(transformer), before, strict=True))
     plain = run(transformer, inputs)
-    hand = _hand_dispatch(monkeypatch, transformer_flux, TXT, grid, factor, balance != "off")
-    expected = run(transformer, inputs)
+    hand = joint_by_hand(grid, factor, balance != "off")
+    expected = run_by_hand(transformer, inputs, transformer_flux, hand)
     assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert (got - plain).abs().max() > 1e-3
     assert hand.todo == 4 and hand.host == 0  # every block's call is a joint one
@@ -163,23 +169,27 @@ def test_dit_auto_uses_the_geometric_mean_side():
 # Chroma (Flux's processor, with the pipeline's text mask) and Flux.2 (its own processors, 4 RoPE axes)
 
 
-def _reinit(model: torch.nn.Module) -> torch.nn.Module:
-    torch.manual_seed(0)
-    for p in model.parameters():  # no zero-initialised layer may hide attention from the output
-        p.data.normal_(0.0, 0.2)
-    return model.eval()
+def assert_equals_todo_by_hand(model, inputs: dict, module, grid: tuple[int, int]) -> None:
+    """At factor 2 every joint call (one double, one single block) is served, equal to the ORIGINAL model with
+    ToDo by hand in `module`'s dispatch, and far from the plain model."""
+    with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
+        got = run(model, inputs)
+    assert handle.state.calls == 2 and handle.applied == {1: 2.0}
+    plain = run(model, inputs)
+    expected = run_by_hand(model, inputs, module, joint_by_hand(grid, 2))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert (got - plain).abs().max() > 1e-3
 
 
-def test_chroma_with_its_text_mask_equals_todo_by_hand(monkeypatch):
+def test_chroma_with_its_text_mask_equals_todo_by_hand():
     """ChromaPipeline's mask (text padding 0, the rest 1) becomes m_i * m_j per block; ToDo keeps its columns."""
-    model = _reinit(
+    model = randomise(
         diffusers.ChromaTransformer2DModel(
             in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=FLUX_HEAD_DIM,
             num_attention_heads=FLUX_HEADS, joint_attention_dim=24, axes_dims_rope=(4, 6, 6),
             approximator_num_channels=8, approximator_hidden_dim=32, approximator_layers=1,
         )
     )  # fmt: skip
-    grid, factor = (6, 7), 2
     g = torch.Generator().manual_seed(4)
     mask = torch.ones(2, TXT + 42)
     mask[0, 3:TXT] = 0.0  # the first prompt is shorter
@@ -187,35 +197,25 @@ def test_chroma_with_its_text_mask_equals_todo_by_hand(monkeypatch):
         "hidden_states": torch.randn(2, 42, 8, generator=g),
         "encoder_hidden_states": torch.randn(2, TXT, 24, generator=g),
         "timestep": torch.tensor([0.3, 0.6]),
-        "img_ids": flux_ids(*grid),
+        "img_ids": flux_ids(6, 7),
         "txt_ids": torch.zeros(TXT, 3),
         "attention_mask": mask,
     }
-    with torch.no_grad(), lib_todo.patched(model, TodoSettings(factor=factor)) as handle:
-        got = model(**inputs).sample
-    assert handle.state.calls == 2 and handle.applied == {1: 2.0}
-    with torch.no_grad():
-        plain = model(**inputs).sample
-    _hand_dispatch(monkeypatch, transformer_flux, TXT, grid, factor)
-    with torch.no_grad():
-        expected = model(**inputs).sample
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert (got - plain).abs().max() > 1e-3
+    assert_equals_todo_by_hand(model, inputs, transformer_flux, (6, 7))  # Chroma's blocks run Flux's processors
 
 
 @pytest.mark.parametrize("references", [0, 1])
-def test_flux2_equals_todo_by_hand_and_keeps_reference_tokens(monkeypatch, references):
+def test_flux2_equals_todo_by_hand_and_keeps_reference_tokens(references):
     """Flux.2: ids (T, H, W, L); a reference image (T = 10) follows the target and is kept whole."""
     from diffusers.models.transformers import transformer_flux2
 
-    model = _reinit(
+    model = randomise(
         diffusers.Flux2Transformer2DModel(
             in_channels=8, num_layers=1, num_single_layers=1, attention_head_dim=FLUX_HEAD_DIM,
             num_attention_heads=FLUX_HEADS, joint_attention_dim=24, timestep_guidance_channels=16,
             axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
         )
     )  # fmt: skip
-    grid, factor = (5, 6), 2
     g = torch.Generator().manual_seed(5)
     ids = torch.zeros(30, 4)
     ids[:, 1], ids[:, 2] = torch.arange(5).repeat_interleave(6), torch.arange(6).repeat(5)
@@ -232,13 +232,4 @@ def test_flux2_equals_todo_by_hand_and_keeps_reference_tokens(monkeypatch, refer
         "img_ids": ids,
         "txt_ids": txt_ids,
     }
-    with torch.no_grad(), lib_todo.patched(model, TodoSettings(factor=factor)) as handle:
-        got = model(**inputs).sample
-    assert handle.state.calls == 2 and handle.applied == {1: 2.0}
-    with torch.no_grad():
-        plain = model(**inputs).sample
-    _hand_dispatch(monkeypatch, transformer_flux2, TXT, grid, factor)
-    with torch.no_grad():
-        expected = model(**inputs).sample
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert (got - plain).abs().max() > 1e-3
+    assert_equals_todo_by_hand(model, inputs, transformer_flux2, (5, 6))

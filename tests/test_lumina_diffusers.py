@@ -20,10 +20,11 @@ from dit_diffusers_cases import (
     lumina2_inputs,
     lumina2_transformer,
     run,
+    run_by_hand,
     z_image_transformer,
     z_inputs,
 )
-from dit_family_checks import HandKernel
+from dit_family_checks import HandKernel, kernel_replaced
 
 import lib_todo
 from lib_todo import TodoSettings
@@ -55,7 +56,7 @@ def assert_matches_and_changed(got, expected, plain):
 # Lumina 2
 
 
-def lumina2_by_hand(model, monkeypatch, inputs, factor, balance="channel"):
+def lumina2_by_hand(model, inputs, factor, balance="channel"):
     """The original model with `F.scaled_dot_product_attention` of its processor doing ToDo by hand on the noise
     refiner (keys = the image) and the main layers (keys = each item's caption, the image, zero padding)."""
     h, w = (s // 2 for s in inputs["hidden_states"].shape[-2:])
@@ -63,11 +64,8 @@ def lumina2_by_hand(model, monkeypatch, inputs, factor, balance="channel"):
     layouts = {h * w: [0] * len(captions), max(captions) + h * w: captions}
     hand = HandKernel(layouts.get, (1, h, w), factor, balance != "off")
     namespace = types.SimpleNamespace(scaled_dot_product_attention=hand.sdpa(F.scaled_dot_product_attention))
-    monkeypatch.setattr(transformer_lumina2, "F", namespace)
-    try:
+    with kernel_replaced(transformer_lumina2, "F", namespace):
         return run(model, inputs)
-    finally:
-        monkeypatch.undo()
 
 
 @pytest.mark.parametrize(
@@ -81,9 +79,7 @@ def lumina2_by_hand(model, monkeypatch, inputs, factor, balance="channel"):
         ((12, 16), [5], 2, "channel"),
     ],
 )
-def test_lumina2_equals_todo_by_hand_with_per_item_caption_lengths(
-    lumina2, monkeypatch, latent_hw, captions, factor, balance
-):
+def test_lumina2_equals_todo_by_hand_with_per_item_caption_lengths(lumina2, latent_hw, captions, factor, balance):
     """Items whose captions differ in length put the image at a different index each (a key mask then too)."""
     inputs = lumina2_inputs(latent_hw, captions)
     plain = run(lumina2, inputs)
@@ -93,7 +89,7 @@ def test_lumina2_equals_todo_by_hand_with_per_item_caption_lengths(
     assert handle.applied == {1: float(factor)}
     assert handle.state.calls == 3 and handle.state.skipped == {}  # 1 noise refiner + 2 layers; context refiner: 0
     assert not dit_diffusers.has_todo(lumina2)
-    expected = lumina2_by_hand(lumina2, monkeypatch, inputs, factor, balance)
+    expected = lumina2_by_hand(lumina2, inputs, factor, balance)
     assert_matches_and_changed(got, expected, plain)
 
 
@@ -123,15 +119,9 @@ def padded(n):
     return n + (-n) % MULTIPLE
 
 
-def z_by_hand(model, monkeypatch, inputs, layouts, grid, factor, balance="channel"):
+def z_by_hand(model, inputs, layouts, grid, factor, balance="channel"):
     """The original model with its dispatch doing ToDo by hand on the keys whose length is in `layouts`."""
-    hand = HandKernel(layouts.get, grid, factor, balance != "off")
-    dispatch = hand.dispatch(transformer_z_image.dispatch_attention_fn)
-    monkeypatch.setattr(transformer_z_image, "dispatch_attention_fn", dispatch)
-    try:
-        return run(model, inputs)
-    finally:
-        monkeypatch.undo()
+    return run_by_hand(model, inputs, transformer_z_image, HandKernel(layouts.get, grid, factor, balance != "off"))
 
 
 @pytest.mark.parametrize(
@@ -143,7 +133,7 @@ def z_by_hand(model, monkeypatch, inputs, layouts, grid, factor, balance="channe
         ((12, 18), [70, 70], 3, "channel"),
     ],
 )
-def test_z_image_equals_todo_by_hand_with_pads_kept_whole(z_image, monkeypatch, latent_hw, captions, factor, balance):
+def test_z_image_equals_todo_by_hand_with_pads_kept_whole(z_image, latent_hw, captions, factor, balance):
     """Noise refiner [image, pads]; main layers [image, pads, caption, pads] (image first); items whose captions pad
     to different lengths get zeros and a key mask."""
     inputs = z_inputs(latent_hw, captions)
@@ -158,11 +148,11 @@ def test_z_image_equals_todo_by_hand_with_pads_kept_whole(z_image, monkeypatch, 
     caps = [padded(n) for n in captions]
     assert len({image, max(caps), image + max(caps)}) == 3  # the hand kernel tells the calls apart by length
     layouts = {image: [0, 0], image + max(caps): [0, 0]}
-    expected = z_by_hand(z_image, monkeypatch, inputs, layouts, grid, factor, balance)
+    expected = z_by_hand(z_image, inputs, layouts, grid, factor, balance)
     assert_matches_and_changed(got, expected, plain)
 
 
-def test_z_image_omni_serves_the_target_and_keeps_condition_images_whole(z_image, monkeypatch):
+def test_z_image_omni_serves_the_target_and_keeps_condition_images_whole(z_image):
     """Omni: per item [captions, condition image, target, SigLIP]; the target's start differs per item."""
     g, c = torch.Generator().manual_seed(4), NEXTDIT_CHANNELS
     target = [torch.randn(c, 1, 12, 16, generator=g) for _ in range(2)]  # 6 x 8 tokens, padded to 64
@@ -180,7 +170,7 @@ def test_z_image_omni_serves_the_target_and_keeps_condition_images_whole(z_image
     assert handle.applied == {1: 2.0} and handle.state.calls == 3 and handle.state.skipped == {}
     # captions 32 + 32 and 32 + 64; images 32 + 64 and 64 + 64; SigLIP 32 + 32 each
     layouts = {128: [32, 64], 288: [64 + 32, 96 + 64]}
-    expected = z_by_hand(z_image, monkeypatch, inputs, layouts, (1, 6, 8), 2)
+    expected = z_by_hand(z_image, inputs, layouts, (1, 6, 8), 2)
     assert_matches_and_changed(got, expected, plain)
 
 

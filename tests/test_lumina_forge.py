@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins
+from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
 
 from lib_todo.backends import dit, dit_family, forge_unsupported_reason, lumina, patch_forge_patcher, served_families
 from lib_todo.backends.dit_forge import patch_dit_patcher
@@ -40,12 +40,7 @@ def stub() -> Iterator[Any]:
 def make_network(stub: Any, config: str) -> torch.nn.Module:
     torch.manual_seed(0)
     network = stub.NextDiT(cap_feat_dim=CAP_DIM, **CONFIGS[config])
-    with torch.no_grad():
-        for name, p in network.named_parameters():  # pad tokens start empty, as in Neo
-            p.normal_(0.0, 0.2)
-            if "norm" in name:
-                p += 1.0
-    return network.eval()
+    return randomise(network, norms_around_one=True)  # pad tokens start empty, as in Neo
 
 
 def model_args(latent_hw: tuple[int, int], batch: int = 2, **conds: Any) -> dict[str, Any]:

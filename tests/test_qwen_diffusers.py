@@ -10,8 +10,8 @@ import math
 
 import pytest
 import torch
-from dit_diffusers_cases import LAYERS, QWEN_TXT, processors, qwen_image, qwen_inputs, run
-from dit_family_checks import HandKernel, kernel_replaced
+from dit_diffusers_cases import LAYERS, QWEN_TXT, processors, qwen_image, qwen_inputs, run, run_by_hand
+from dit_family_checks import HandKernel
 
 import lib_todo
 from lib_todo import TodoSettings
@@ -30,9 +30,7 @@ def by_hand(model, kwargs: dict, grid: tuple[int, int, int], factor: int, balanc
     """The original model with its dispatch doing ToDo by hand on [text, target grid, references] calls (every
     call is one of them); (output, the hand kernel)."""
     hand = HandKernel(lambda length: TXT if length >= TXT + math.prod(grid) else None, grid, factor, balance)
-    dispatch = hand.dispatch(transformer_qwenimage.dispatch_attention_fn)
-    with kernel_replaced(transformer_qwenimage, "dispatch_attention_fn", dispatch):
-        out = run(model, kwargs)
+    out = run_by_hand(model, kwargs, transformer_qwenimage, hand)
     assert hand.host == 0 and hand.todo == LAYERS  # one joint call per block, each by hand
     return out, hand
 

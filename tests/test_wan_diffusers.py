@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from dit_diffusers_cases import I2V_IMAGE, I2V_TEXT, LAYERS, TXT, processors, run, small_wan, wan_inputs
+from dit_diffusers_cases import I2V_IMAGE, I2V_TEXT, LAYERS, TXT, processors, run, run_by_hand, small_wan, wan_inputs
 from dit_family_checks import HandKernel
 from dit_reference import kept_keys
 
@@ -25,14 +25,12 @@ def grid_of(latent_thw: tuple[int, int, int]) -> tuple[int, int, int]:
     return latent_thw[0], latent_thw[1] // 2, latent_thw[2] // 2
 
 
-def todo_by_hand(monkeypatch, grid: tuple[int, int, int], factor: int, balance: bool = True) -> HandKernel:
-    """The ORIGINAL processors with ToDo written out: a call whose queries and keys are the video's tokens gets the
+def video_by_hand(grid: tuple[int, int, int], factor: int, balance: bool = True) -> HandKernel:
+    """ToDo written out for the ORIGINAL processors: a call whose queries and keys are the video's tokens gets the
     kept keys (1 x f x f per frame) and their bias; every other call (attn2: text, CLIP image) goes to diffusers'
     own dispatch, recorded in the hand kernel's `left` as (query length, key length)."""
     n = math.prod(grid)
-    hand = HandKernel(lambda length: 0 if length == n else None, grid, factor, balance)
-    monkeypatch.setattr(transformer_wan, "dispatch_attention_fn", hand.dispatch(transformer_wan.dispatch_attention_fn))
-    return hand
+    return HandKernel(lambda length: 0 if length == n else None, grid, factor, balance)
 
 
 def recording(monkeypatch) -> list[tuple[int, int]]:
@@ -60,7 +58,7 @@ def recording(monkeypatch) -> list[tuple[int, int]]:
         ("vace", (2, 10, 14), 2, "channel"),
     ],
 )
-def test_todo_equals_the_original_processors_with_todo_written_by_hand(monkeypatch, kind, latent, factor, balance):
+def test_todo_equals_the_original_processors_with_todo_written_by_hand(kind, latent, factor, balance):
     model = small_wan(kind)
     kwargs = wan_inputs(model, latent)
     before = processors(model)
@@ -72,8 +70,8 @@ def test_todo_equals_the_original_processors_with_todo_written_by_hand(monkeypat
     assert handle.state.calls == LAYERS * (2 if kind == "vace" else 1) and handle.state.skipped == {}
     assert not dit_diffusers.has_todo(model)
     assert all(a is b for a, b in zip(processors(model), before, strict=True))
-    hand = todo_by_hand(monkeypatch, grid_of(latent), factor, balance != "off")
-    expected = run(model, kwargs)
+    hand = video_by_hand(grid_of(latent), factor, balance != "off")
+    expected = run_by_hand(model, kwargs, transformer_wan, hand)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     assert (got - plain).abs().max() > 1e-2 * plain.abs().max()
     n = grid_of(latent)[0] * grid_of(latent)[1] * grid_of(latent)[2]
@@ -126,7 +124,7 @@ def test_kept_keys_are_chosen_within_each_frame(monkeypatch):
     assert frames == sorted(frames) and [frames.count(f) for f in range(3)] == [6, 6, 6]
 
 
-def test_two_experts_of_a_wan_2_2_pipeline_share_one_state(monkeypatch):
+def test_two_experts_of_a_wan_2_2_pipeline_share_one_state():
     class Pipeline:  # what WanPipeline (Wan 2.2 A14B) looks like to apply(): two experts
         pass
 
@@ -142,9 +140,11 @@ def test_two_experts_of_a_wan_2_2_pipeline_share_one_state(monkeypatch):
         assert lib_todo.remove(pipe) == 4  # a pre-hook and a forward hook on each expert
     handle.remove()
     assert not dit_diffusers.has_todo(pipe.transformer) and not dit_diffusers.has_todo(pipe.transformer_2)
-    todo_by_hand(monkeypatch, (2, 5, 7), 2)
-    torch.testing.assert_close(high, run(pipe.transformer, kwargs), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(low, run(pipe.transformer_2, kwargs), atol=1e-5, rtol=1e-4)
+    hand = video_by_hand((2, 5, 7), 2)
+    torch.testing.assert_close(high, run_by_hand(pipe.transformer, kwargs, transformer_wan, hand), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        low, run_by_hand(pipe.transformer_2, kwargs, transformer_wan, hand), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_a_block_with_another_processor_is_left_alone():
