@@ -1,6 +1,7 @@
 """What the DiT family tests share (diffusers, the Neo stand-ins, Neo's real code): ToDo written by hand
 (tests/dit_reference.py) in place of a host's own kernel, by the host's calling convention (`HandKernel`); a
-kernel swapped for a while; random weights everywhere; the Neo stand-ins importable for a while.
+kernel swapped for a while; random weights everywhere; the Neo stand-ins importable for a while, one model call
+of a stand-in (`StandInCall`) and what factor 1 and an exception must leave on one.
 
 A hand kernel knows its model: `starts(length)` gives the index where the target image starts among keys of that
 length (the test knows its model's joint / image-only lengths), or None for a call it must leave to the host's
@@ -15,8 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from dit_reference import attention_by_hand, kept_keys
+
+from lib_todo.backends import dit, dit_family, patch_forge_patcher
+from lib_todo.backends.dit_forge import patch_dit_patcher
+from lib_todo.settings import TodoSettings
+from lib_todo.state import PassState
 
 STUB = Path(__file__).resolve().parent / "webui_stub"
 Starts = int | list[int] | None  # where the image starts among a call's keys (per item), or None: not by hand
@@ -140,3 +147,57 @@ def neo_stand_ins() -> Iterator[Any]:
         sys.path.remove(str(STUB))
         for name in [n for n in sys.modules if n.split(".")[0] in ("stub_dit", "stub_flux", "stub_models")]:
             del sys.modules[name]
+
+
+class StandInCall:
+    """One model call of a Neo stand-in network (tests/webui_stub/stub_dit) through Neo's UNet patcher, as Neo's
+    sampling function makes it: plain, through ToDo as the webui installs it, or with ToDo by hand in place of the
+    stand-in module's `attention_function`. `parts` is stub_dit.neo_parts, `stub` the stand-in's module."""
+
+    def __init__(self, parts: Any, stub: Any, network: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, c: dict):
+        self.parts, self.stub, self.network = parts, stub, network
+        self.patcher = parts.neo_patcher(network)
+        self.call = (x, t, c)
+
+    def run(self, patcher: Any = None) -> torch.Tensor:
+        """The call through `patcher` (default: the one without ToDo)."""
+        with torch.no_grad():
+            return self.parts.call_patcher(patcher or self.patcher, *self.call)
+
+    def with_todo(self, settings: TodoSettings, balance: str = "channel") -> tuple[torch.Tensor, PassState]:
+        """(output, pass state) through a clone with ToDo: patch_forge_patcher's (the balance bias in a channel),
+        or the family's wrapper with `balance` ("mask": in an SDPA mask)."""
+        if balance == "channel":
+            clone, state = patch_forge_patcher(self.patcher, settings)
+        else:
+            clone, state = patch_dit_patcher(self.patcher, dit_family(self.network, "forge"), settings, balance=balance)
+        return self.run(clone), state
+
+    def by_hand(self, hand: HandKernel) -> torch.Tensor:
+        with kernel_replaced(self.stub, "attention_function", hand.forge(self.stub.attention_function)):
+            return self.run()
+
+
+def factor_one_and_an_exception_leave_nothing(call: StandInCall, failing_block: torch.nn.Module) -> None:
+    """Factor 1: no wrapper on the clone, bit-identical, nothing counted. Factor 2 with `failing_block` (the second
+    block) raising: ToDo's kernel was in place, the first block was served, and then the stand-in's kernel is Neo's
+    own again and nothing of ToDo is installed."""
+    plain = call.run()
+    clone, state = patch_forge_patcher(call.patcher, TodoSettings(factor=1))
+    assert "model_function_wrapper" not in clone.model_options
+    assert torch.equal(call.run(clone), plain) and state.calls == 0
+    clone, state = patch_forge_patcher(call.patcher, TodoSettings(factor=2))
+    in_place = []
+
+    def fail(module, args):
+        in_place.append(call.stub.attention_function is not call.parts.attention_function)  # ToDo's, mid-call
+        raise RuntimeError("stop")
+
+    hook = failing_block.register_forward_pre_hook(fail)
+    try:
+        with pytest.raises(RuntimeError, match="stop"):
+            call.run(clone)
+    finally:
+        hook.remove()
+    assert in_place == [True] and state.calls == 1
+    assert call.stub.attention_function is call.parts.attention_function and not dit.installed_anywhere()

@@ -10,15 +10,18 @@ from __future__ import annotations
 import pytest
 import torch
 from dit_diffusers_cases import LAYERS, TXT, anima_inputs, cosmos, run, run_by_hand
-from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
+from dit_family_checks import (
+    HandKernel,
+    StandInCall,
+    factor_one_and_an_exception_leave_nothing,
+    neo_stand_ins,
+    randomise,
+)
 
 import lib_todo
 from lib_todo import TodoSettings
-from lib_todo.backends import anima, dit, dit_diffusers, dit_family, forge_unsupported_reason, patch_forge_patcher
-from lib_todo.backends.dit_forge import DitCallWrapper
+from lib_todo.backends import anima, dit, dit_diffusers, dit_family, forge_unsupported_reason
 from lib_todo.joint_attention import ImageGrid
-from lib_todo.plan import TodoPlan
-from lib_todo.state import PassState
 
 cosmos_module = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")
 
@@ -95,16 +98,19 @@ def neo():
         stub_dit.anima.ref_latents.clear()
 
 
-def _neo_call(latent: tuple[int, int, int], seed: int = 2):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(2, 4, *latent, generator=g), torch.tensor([0.3, 0.6]), {"c_crossattn": torch.randn(2, TXT, 12)}
+def neo_call(neo, latent: tuple[int, int, int], seed: int = 2) -> StandInCall:
+    """(B, C, T, H, W) as Neo's Anima engine hands it; a randomised stand-in network."""
+    parts, stub = neo
+    x = torch.randn(2, 4, *latent, generator=torch.Generator().manual_seed(seed))
+    c = {"c_crossattn": torch.randn(2, TXT, 12)}
+    return StandInCall(parts, stub, randomise(stub.Anima()), x, torch.tensor([0.3, 0.6]), c)
 
 
-def _neo_by_hand(parts, stub, patcher, call, grid, factor):
+def self_attention_by_hand(grid, factor) -> HandKernel:
+    """ToDo by hand on the self-attention calls (the target grid first, reference frames after it); the
+    cross-attention goes to the stand-in's kernel."""
     n = grid[0] * grid[1] * grid[2]
-    hand = HandKernel(lambda length: 0 if length >= n else None, grid, factor)
-    with kernel_replaced(stub, "attention_function", hand.forge(stub.attention_function)), torch.no_grad():
-        return parts.call_patcher(patcher, *call), hand
+    return HandKernel(lambda length: 0 if length >= n else None, grid, factor)
 
 
 @pytest.mark.parametrize(
@@ -115,17 +121,13 @@ def test_neo_stand_in_equals_todo_by_hand(neo, latent, factor, refs):
     """(B, C, T, H, W) as Neo's Anima engine hands it, odd sides padded up to the patch; a video of 2 frames;
     a reference latent concatenated along T after the target, kept whole."""
     parts, stub = neo
-    network = randomise(stub.Anima())
-    patcher = parts.neo_patcher(network)
-    assert dit_family(network, "forge") is anima.FORGE_ANIMA and forge_unsupported_reason(network) is None
+    call = neo_call(neo, latent)
+    assert dit_family(call.network, "forge") is anima.FORGE_ANIMA and forge_unsupported_reason(call.network) is None
     stub.ref_latents[:] = [torch.randn(1, 4, 1, *latent[1:]) for _ in range(refs)]
-    call = _neo_call(latent)
-    with torch.no_grad():
-        plain = parts.call_patcher(patcher, *call)
-        clone, state = patch_forge_patcher(patcher, TodoSettings(factor=factor))
-        got = parts.call_patcher(clone, *call)
-    grid = (latent[0], -(-latent[1] // 2), -(-latent[2] // 2))
-    expected, hand = _neo_by_hand(parts, stub, patcher, call, grid, factor)
+    plain = call.run()
+    got, state = call.with_todo(TodoSettings(factor=factor))
+    hand = self_attention_by_hand((latent[0], -(-latent[1] // 2), -(-latent[2] // 2)), factor)
+    expected = call.by_hand(hand)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
     assert state.calls == LAYERS and state.applied == {1: float(factor)} and state.skipped == {}
@@ -135,35 +137,16 @@ def test_neo_stand_in_equals_todo_by_hand(neo, latent, factor, refs):
 
 def test_neo_balance_in_an_sdpa_mask_gives_the_same(neo):
     parts, stub = neo
-    network = randomise(stub.Anima())
-    patcher = parts.neo_patcher(network)
     stub.ref_latents[:] = [torch.randn(1, 4, 1, 7, 9)]
-    call = _neo_call((1, 7, 9))
-    state = PassState(TodoPlan(TodoSettings(factor=2), anima.FORGE_ANIMA.layout()))
-    wrapper = DitCallWrapper(state, dit.installation(anima.FORGE_ANIMA, network), balance="mask")
-    with torch.no_grad():
-        got = wrapper(patcher.model.apply_model, {"input": call[0], "timestep": call[1], "c": call[2]})
-    expected, _ = _neo_by_hand(parts, stub, patcher, call, (1, 4, 5), 2)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    call = neo_call(neo, (1, 7, 9))
+    got, state = call.with_todo(TodoSettings(factor=2), balance="mask")
+    torch.testing.assert_close(got, call.by_hand(self_attention_by_hand((1, 4, 5), 2)), rtol=1e-4, atol=1e-5)
     assert state.calls == LAYERS
 
 
 def test_neo_factor_one_and_an_exception_leave_nothing(neo):
-    parts, stub = neo
-    network = randomise(stub.Anima())
-    patcher = parts.neo_patcher(network)
-    call = _neo_call((1, 6, 6))
-    with torch.no_grad():
-        plain = parts.call_patcher(patcher, *call)
-        clone, state = patch_forge_patcher(patcher, TodoSettings(factor=1))
-        assert "model_function_wrapper" not in clone.model_options
-        assert torch.equal(parts.call_patcher(clone, *call), plain) and state.calls == 0
-    clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
-    hook = network.blocks[1].register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
-    with pytest.raises(RuntimeError, match="stop"), torch.no_grad():
-        parts.call_patcher(clone, *call)
-    hook.remove()
-    assert state.calls == 1 and stub.attention_function is parts.attention_function and not dit.installed_anywhere()
+    call = neo_call(neo, (1, 6, 6))
+    factor_one_and_an_exception_leave_nothing(call, call.network.blocks[1])
 
 
 def test_neo_a_4d_latent_is_sat_out(neo):

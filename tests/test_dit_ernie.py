@@ -9,14 +9,17 @@ from __future__ import annotations
 import pytest
 import torch
 from dit_diffusers_cases import LAYERS, TXT, ernie_image, ernie_inputs, run, run_by_hand
-from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
+from dit_family_checks import (
+    HandKernel,
+    StandInCall,
+    factor_one_and_an_exception_leave_nothing,
+    neo_stand_ins,
+    randomise,
+)
 
 import lib_todo
 from lib_todo import TodoSettings
-from lib_todo.backends import dit, dit_diffusers, dit_family, ernie, forge_unsupported_reason, patch_forge_patcher
-from lib_todo.backends.dit_forge import DitCallWrapper
-from lib_todo.plan import TodoPlan
-from lib_todo.state import PassState
+from lib_todo.backends import dit, dit_diffusers, dit_family, ernie, forge_unsupported_reason
 
 ernie_module = pytest.importorskip("diffusers.models.transformers.transformer_ernie_image")
 
@@ -98,31 +101,28 @@ def neo():
         yield parts, stub_dit.ernie
 
 
-def _neo_call(h: int, w: int, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(2, 8, h, w, generator=g), torch.tensor([0.3, 0.6]), {"c_crossattn": torch.randn(2, TXT, 24)}
+def neo_call(neo, h: int, w: int, patch: int = 1, seed: int = 2) -> StandInCall:
+    """An (h, w) latent; a randomised stand-in network with this patch."""
+    parts, stub = neo
+    x = torch.randn(2, 8, h, w, generator=torch.Generator().manual_seed(seed))
+    c = {"c_crossattn": torch.randn(2, TXT, 24)}
+    return StandInCall(parts, stub, randomise(stub.ErnieImageModel(patch_size=patch)), x, torch.tensor([0.3, 0.6]), c)
 
 
-def _neo_by_hand(parts, stub, patcher, call, grid, factor, balance=True):
-    n = grid[0] * grid[1]
-    hand = HandKernel(lambda length: 0 if length == n + TXT else None, (1, *grid), factor, balance)
-    with kernel_replaced(stub, "attention_function", hand.forge(stub.attention_function)), torch.no_grad():
-        return parts.call_patcher(patcher, *call), hand
+def joint_by_hand(grid, factor) -> HandKernel:
+    """ToDo by hand on every [image, text] call."""
+    return HandKernel(lambda length: 0 if length == grid[0] * grid[1] + TXT else None, (1, *grid), factor)
 
 
 @pytest.mark.parametrize(("latent", "patch", "factor"), [((6, 8), 1, 2), ((7, 5), 1, 3), ((8, 10), 2, 2)])
 def test_neo_stand_in_equals_todo_by_hand(neo, latent, patch, factor):
     parts, stub = neo
-    network = randomise(stub.ErnieImageModel(patch_size=patch))
-    patcher = parts.neo_patcher(network)
-    assert dit_family(network, "forge") is ernie.FORGE_ERNIE and forge_unsupported_reason(network) is None
-    call = _neo_call(*latent)
-    with torch.no_grad():
-        plain = parts.call_patcher(patcher, *call)
-        clone, state = patch_forge_patcher(patcher, TodoSettings(factor=factor))
-        got = parts.call_patcher(clone, *call)
-    grid = (latent[0] // patch, latent[1] // patch)
-    expected, hand = _neo_by_hand(parts, stub, patcher, call, grid, factor)
+    call = neo_call(neo, *latent, patch=patch)
+    assert dit_family(call.network, "forge") is ernie.FORGE_ERNIE and forge_unsupported_reason(call.network) is None
+    plain = call.run()
+    got, state = call.with_todo(TodoSettings(factor=factor))
+    hand = joint_by_hand((latent[0] // patch, latent[1] // patch), factor)
+    expected = call.by_hand(hand)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
     assert state.calls == LAYERS and state.applied == {1: float(factor)} and hand.todo == LAYERS
@@ -130,31 +130,11 @@ def test_neo_stand_in_equals_todo_by_hand(neo, latent, patch, factor):
 
 
 def test_neo_balance_in_an_sdpa_mask_gives_the_same(neo):
-    parts, stub = neo
-    network = randomise(stub.ErnieImageModel())
-    patcher = parts.neo_patcher(network)
-    call = _neo_call(7, 9)
-    state = PassState(TodoPlan(TodoSettings(factor=2), ernie.FORGE_ERNIE.layout()))
-    wrapper = DitCallWrapper(state, dit.installation(ernie.FORGE_ERNIE, network), balance="mask")
-    with torch.no_grad():
-        got = wrapper(patcher.model.apply_model, {"input": call[0], "timestep": call[1], "c": call[2]})
-    expected, _ = _neo_by_hand(parts, stub, patcher, call, (7, 9), 2)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    call = neo_call(neo, 7, 9)
+    got, _ = call.with_todo(TodoSettings(factor=2), balance="mask")
+    torch.testing.assert_close(got, call.by_hand(joint_by_hand((7, 9), 2)), rtol=1e-4, atol=1e-5)
 
 
 def test_neo_factor_one_and_an_exception_leave_nothing(neo):
-    parts, stub = neo
-    network = randomise(stub.ErnieImageModel())
-    patcher = parts.neo_patcher(network)
-    call = _neo_call(6, 6)
-    with torch.no_grad():
-        plain = parts.call_patcher(patcher, *call)
-        clone, state = patch_forge_patcher(patcher, TodoSettings(factor=1))
-        assert "model_function_wrapper" not in clone.model_options
-        assert torch.equal(parts.call_patcher(clone, *call), plain) and state.calls == 0
-    clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
-    hook = network.layers[1].register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
-    with pytest.raises(RuntimeError, match="stop"), torch.no_grad():
-        parts.call_patcher(clone, *call)
-    hook.remove()
-    assert state.calls == 1 and stub.attention_function is parts.attention_function and not dit.installed_anywhere()
+    call = neo_call(neo, 6, 6)
+    factor_one_and_an_exception_leave_nothing(call, call.network.layers[1])

@@ -9,14 +9,18 @@ from __future__ import annotations
 import pytest
 import torch
 from dit_diffusers_cases import LAYERS, TXT, krea2, krea_inputs, run, run_by_hand
-from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
+from dit_family_checks import (
+    HandKernel,
+    StandInCall,
+    factor_one_and_an_exception_leave_nothing,
+    neo_stand_ins,
+    randomise,
+)
 
 import lib_todo
 from lib_todo import TodoSettings
-from lib_todo.backends import dit, dit_diffusers, dit_family, forge_unsupported_reason, krea, patch_forge_patcher
-from lib_todo.backends.dit_forge import DitCallWrapper
-from lib_todo.plan import TodoPlan
-from lib_todo.state import NO_GRID, PassState
+from lib_todo.backends import dit, dit_diffusers, dit_family, forge_unsupported_reason, krea
+from lib_todo.state import NO_GRID
 
 krea_module = pytest.importorskip("diffusers.models.transformers.transformer_krea2")
 
@@ -86,19 +90,20 @@ def neo():
         yield parts, stub_dit.krea
 
 
-def _neo_call(latent: tuple[int, ...], refs: list | None = None, seed: int = 2):
+def neo_call(neo, latent: tuple[int, ...], refs: list | None = None, seed: int = 2) -> StandInCall:
+    """A latent as given (`refs`: Neo's `ref_latents`); a randomised stand-in network."""
+    parts, stub = neo
     g = torch.Generator().manual_seed(seed)
     c = {"c_crossattn": torch.randn(2, TXT, 36, generator=g)}
     if refs is not None:
         c["ref_latents"] = refs
-    return torch.randn(2, 4, *latent, generator=g), torch.tensor([0.3, 0.6]), c
+    x = torch.randn(2, 4, *latent, generator=g)
+    return StandInCall(parts, stub, randomise(stub.SingleStreamDiT()), x, torch.tensor([0.3, 0.6]), c)
 
 
-def _neo_by_hand(parts, stub, patcher, call, grid, factor):
-    joint = TXT + grid[0] * grid[1]
-    hand = HandKernel(lambda length: TXT if length >= joint else None, (1, *grid), factor)
-    with kernel_replaced(stub, "attention_function", hand.forge(stub.attention_function)), torch.no_grad():
-        return parts.call_patcher(patcher, *call), hand
+def joint_by_hand(grid, factor) -> HandKernel:
+    """ToDo by hand on every [text, image, references] call; the text-fusion calls go to the stand-in's kernel."""
+    return HandKernel(lambda length: TXT if length >= TXT + grid[0] * grid[1] else None, (1, *grid), factor)
 
 
 @pytest.mark.parametrize(
@@ -109,16 +114,12 @@ def test_neo_stand_in_equals_todo_by_hand(neo, latent, factor, refs):
     """(B, C, 1, H, W) as Neo's Krea engine hands it (odd sides padded up to the patch), or (B, C, H, W); with
     `ref_latents` the model calls each block's `attn` itself, the references after the target, kept whole."""
     parts, stub = neo
-    network = randomise(stub.SingleStreamDiT())
-    patcher = parts.neo_patcher(network)
-    assert dit_family(network, "forge") is krea.FORGE_KREA and forge_unsupported_reason(network) is None
-    call = _neo_call(latent, [torch.randn(1, 4, 1, 6, 6)] if refs else None)
-    with torch.no_grad():
-        plain = parts.call_patcher(patcher, *call)
-        clone, state = patch_forge_patcher(patcher, TodoSettings(factor=factor))
-        got = parts.call_patcher(clone, *call)
-    grid = (-(-latent[-2] // 2), -(-latent[-1] // 2))
-    expected, hand = _neo_by_hand(parts, stub, patcher, call, grid, factor)
+    call = neo_call(neo, latent, [torch.randn(1, 4, 1, 6, 6)] if refs else None)
+    assert dit_family(call.network, "forge") is krea.FORGE_KREA and forge_unsupported_reason(call.network) is None
+    plain = call.run()
+    got, state = call.with_todo(TodoSettings(factor=factor))
+    hand = joint_by_hand((-(-latent[-2] // 2), -(-latent[-1] // 2)), factor)
+    expected = call.by_hand(hand)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert (got - plain).abs().max() > 1e-3
     assert state.calls == LAYERS and state.applied == {1: float(factor)} and state.skipped == {}
@@ -127,31 +128,11 @@ def test_neo_stand_in_equals_todo_by_hand(neo, latent, factor, refs):
 
 
 def test_neo_balance_in_an_sdpa_mask_gives_the_same(neo):
-    parts, stub = neo
-    network = randomise(stub.SingleStreamDiT())
-    patcher = parts.neo_patcher(network)
-    call = _neo_call((1, 7, 9))
-    state = PassState(TodoPlan(TodoSettings(factor=2), krea.FORGE_KREA.layout()))
-    wrapper = DitCallWrapper(state, dit.installation(krea.FORGE_KREA, network), balance="mask")
-    with torch.no_grad():
-        got = wrapper(patcher.model.apply_model, {"input": call[0], "timestep": call[1], "c": call[2]})
-    expected, _ = _neo_by_hand(parts, stub, patcher, call, (4, 5), 2)
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    call = neo_call(neo, (1, 7, 9))
+    got, _ = call.with_todo(TodoSettings(factor=2), balance="mask")
+    torch.testing.assert_close(got, call.by_hand(joint_by_hand((4, 5), 2)), rtol=1e-4, atol=1e-5)
 
 
 def test_neo_factor_one_and_an_exception_leave_nothing(neo):
-    parts, stub = neo
-    network = randomise(stub.SingleStreamDiT())
-    patcher = parts.neo_patcher(network)
-    call = _neo_call((1, 6, 6))
-    with torch.no_grad():
-        plain = parts.call_patcher(patcher, *call)
-        clone, state = patch_forge_patcher(patcher, TodoSettings(factor=1))
-        assert "model_function_wrapper" not in clone.model_options
-        assert torch.equal(parts.call_patcher(clone, *call), plain) and state.calls == 0
-    clone, state = patch_forge_patcher(patcher, TodoSettings(factor=2))
-    hook = network.blocks[1].register_forward_pre_hook(lambda m, a: (_ for _ in ()).throw(RuntimeError("stop")))
-    with pytest.raises(RuntimeError, match="stop"), torch.no_grad():
-        parts.call_patcher(clone, *call)
-    hook.remove()
-    assert state.calls == 1 and stub.attention_function is parts.attention_function and not dit.installed_anywhere()
+    call = neo_call(neo, (1, 6, 6))
+    factor_one_and_an_exception_leave_nothing(call, call.network.blocks[1])
