@@ -173,8 +173,11 @@ class StandInCall:
             clone, state = patch_dit_patcher(self.patcher, dit_family(self.network, "forge"), settings, balance=balance)
         return self.run(clone), state
 
-    def by_hand(self, hand: HandKernel) -> torch.Tensor:
-        with kernel_replaced(self.stub, "attention_function", hand.forge(self.stub.attention_function)):
+    def by_hand(self, hand: HandKernel, module: Any = None, split: bool | None = None) -> torch.Tensor:
+        """The call without ToDo, the `attention_function` of `module` (default: the stand-in's) doing ToDo by hand
+        where `hand` knows the call (`split`: see HandKernel.forge)."""
+        module = module or self.stub
+        with kernel_replaced(module, "attention_function", hand.forge(module.attention_function, split)):
             return self.run()
 
 
@@ -201,3 +204,29 @@ def factor_one_and_an_exception_leave_nothing(call: StandInCall, failing_block: 
         hook.remove()
     assert in_place == [True] and state.calls == 1
     assert call.stub.attention_function is call.parts.attention_function and not dit.installed_anywhere()
+
+
+# NextDiT (Lumina 2, Z-Image): the stand-in and Neo's real network, run alike
+
+NEXTDIT_RUNS = [  # (config, latent (h, w), factor, balance)
+    ("lumina", (12, 16), 2, "channel"),
+    ("lumina", (13, 15), 2, "mask"),
+    ("lumina", (12, 18), 3, "channel"),
+    ("z-image", (12, 16), 2, "channel"),
+    ("z-image", (13, 15), 2, "mask"),
+    ("z-image", (12, 18), 3, "channel"),
+]
+
+
+def nextdit_key_layouts(latent_hw: tuple[int, int], caption: int, pad_multiple: int | None):
+    """NextDiT's token grid (2 x 2 patch, odd sides padded up) and {key length: image start} of its noise refiners
+    ([image, pads]) and main layers ([caption + pads, image, pads]), tokens padded to `pad_multiple` (Z-Image: 32;
+    None: not padded); the context refiners' caption-only length differs from both, so a hand kernel on these
+    layouts leaves those calls to the host's kernel."""
+    grid = (1, -(-latent_hw[0] // 2), -(-latent_hw[1] // 2))
+    multiple = pad_multiple or 1
+    caption = -(-caption // multiple) * multiple
+    image = -(-grid[1] * grid[2] // multiple) * multiple
+    layouts = {image: 0, caption + image: caption}
+    assert caption not in layouts
+    return grid, layouts

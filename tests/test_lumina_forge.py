@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 import torch
-from dit_family_checks import HandKernel, kernel_replaced, neo_stand_ins, randomise
+from dit_family_checks import NEXTDIT_RUNS, HandKernel, StandInCall, neo_stand_ins, nextdit_key_layouts, randomise
 
 from lib_todo.backends import dit, dit_family, forge_unsupported_reason, lumina, patch_forge_patcher, served_families
-from lib_todo.backends.dit_forge import patch_dit_patcher
 from lib_todo.settings import TodoSettings
 from lib_todo.state import CLOSED_WINDOW
 
@@ -50,61 +49,32 @@ def model_args(latent_hw: tuple[int, int], batch: int = 2, **conds: Any) -> dict
     return {"input": x, "timestep": torch.tensor([0.3, 0.8][:batch]), "c": c}
 
 
-def lengths(config: str, latent_hw: tuple[int, int]) -> tuple[tuple[int, int, int], dict[int, int]]:
-    """The token grid, and {key length: image start} of the noise refiners and the main layers."""
-    grid = (1, -(-latent_hw[0] // 2), -(-latent_hw[1] // 2))
-    multiple = CONFIGS[config]["pad_tokens_multiple"] or 1
-    caption = -(-TXT // multiple) * multiple
-    image = -(-grid[1] * grid[2] // multiple) * multiple
-    layouts = {image: 0, caption + image: caption}
-    assert caption not in layouts  # the hand kernel leaves the context refiner (caption-only keys) to the kernel
-    return grid, layouts
+def nextdit_call(stub, network, latent_hw: tuple[int, int], **conds: Any) -> StandInCall:
+    """One call of the stand-in through Neo's patcher (its `neo_parts`)."""
+    args = model_args(latent_hw, **conds)
+    return StandInCall(stub.neo_parts, stub, network, args["input"], args["timestep"], args["c"])
 
 
-def by_hand(module: Any, network, args, grid, layouts, factor) -> torch.Tensor:
-    """The network called directly, its module's `attention_function` doing ToDo by hand where the key length
-    says noise refiner or main layer, and running the original elsewhere; every call (B, heads, L, D), as Neo's
-    JointAttention hands it."""
-    hand = HandKernel(layouts.get, grid, factor)
-    with kernel_replaced(module, "attention_function", hand.forge(module.attention_function, split=True)):
-        with torch.no_grad():
-            c = dict(args["c"])
-            return network(args["input"], args["timestep"], context=c.pop("c_crossattn"), **c)
+def by_hand(call: StandInCall, config: str, latent_hw, factor: int, module: Any = None) -> torch.Tensor:
+    """The call without ToDo, the `attention_function` (of `module`, default lumina.py's) doing ToDo by hand where
+    the key length says noise refiner or main layer, and running the original elsewhere; every call (B, heads, L, D),
+    as Neo's JointAttention hands it."""
+    grid, layouts = nextdit_key_layouts(latent_hw, TXT, CONFIGS[config]["pad_tokens_multiple"])
+    return call.by_hand(HandKernel(layouts.get, grid, factor), module, split=True)
 
 
-def with_todo(stub, network, args, settings, balance="channel"):
-    patcher = stub.neo_patcher(network)
-    if balance == "channel":
-        clone, state = patch_forge_patcher(patcher, settings)
-    else:
-        clone, state = patch_dit_patcher(patcher, dit_family(network, "forge"), settings, balance=balance)
-    with torch.no_grad():
-        return stub.call_patcher(clone, args["input"], args["timestep"], args["c"]), state
-
-
-@pytest.mark.parametrize(
-    ("config", "latent_hw", "factor", "balance"),
-    [
-        ("lumina", (12, 16), 2, "channel"),
-        ("lumina", (13, 15), 2, "mask"),
-        ("lumina", (12, 18), 3, "channel"),
-        ("z-image", (12, 16), 2, "channel"),
-        ("z-image", (13, 15), 2, "mask"),
-        ("z-image", (12, 18), 3, "channel"),
-    ],
-)
+@pytest.mark.parametrize(("config", "latent_hw", "factor", "balance"), NEXTDIT_RUNS)
 def test_whole_model_equals_todo_by_hand(stub, config, latent_hw, factor, balance):
     network = make_network(stub, config)
-    args = model_args(latent_hw)
-    with torch.no_grad():
-        plain = stub.call_patcher(stub.neo_patcher(network), args["input"], args["timestep"], args["c"])
-    got, state = with_todo(stub, network, args, TodoSettings(factor=factor), balance)
-    grid, layouts = lengths(config, latent_hw)
-    expected = by_hand(stub, network, args, grid, layouts, factor)
+    call = nextdit_call(stub, network, latent_hw)
+    plain = call.run()
+    got, state = call.with_todo(TodoSettings(factor=factor), balance)
+    expected = by_hand(call, config, latent_hw, factor)
     scale = float(expected.abs().max())
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * scale)
     assert (got - plain).abs().max() > 1e-3 * scale
     assert state.calls == len(network.noise_refiner) + len(network.layers) and state.skipped == {}
+    grid = (1, -(-latent_hw[0] // 2), -(-latent_hw[1] // 2))
     assert state.applied == {1: float(factor)} and state.latent_hw == grid[1:]
     assert not dit.installed_anywhere()
 
@@ -113,22 +83,19 @@ def test_context_refiner_with_its_caption_mask_is_untouched(stub):
     """Neo hands a caption mask (`attention_mask`, if a cond carries one) to the context refiners only: their output
     is the same with and without ToDo, bit for bit, and the whole model still equals ToDo by hand. (Lumina-like:
     with caption padding the mask would no longer fit the padded caption, in Neo too.)"""
-    config = "lumina"
-    network = make_network(stub, config)
+    network = make_network(stub, "lumina")
     mask = torch.ones(2, TXT, dtype=torch.bool)
     mask[1, 3:] = False
-    args = model_args((12, 16), attention_mask=mask)
+    call = nextdit_call(stub, network, (12, 16), attention_mask=mask)
     seen = []
     hook = network.context_refiner[0].attention.register_forward_hook(lambda m, a, out: seen.append(out))
     try:
-        with torch.no_grad():
-            stub.call_patcher(stub.neo_patcher(network), args["input"], args["timestep"], args["c"])
-        got, state = with_todo(stub, network, args, TodoSettings(factor=2))
+        call.run()
+        got, state = call.with_todo(TodoSettings(factor=2))
     finally:
         hook.remove()
     assert len(seen) == 2 and torch.equal(seen[0], seen[1])
-    grid, layouts = lengths(config, (12, 16))
-    torch.testing.assert_close(got, by_hand(stub, network, args, grid, layouts, 2), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got, by_hand(call, "lumina", (12, 16), 2), rtol=1e-4, atol=1e-4)
     assert state.calls == 3 and state.skipped == {}
 
 
@@ -136,20 +103,19 @@ def test_fused_attention_in_another_module_is_served_through_that_module(stub):
     """Neo's Nunchaku Z-Image: the blocks' attention class lives in svdq.py and calls svdq.py's own
     `attention_function`; ToDo replaces that one for the call, and lumina.py's is never touched."""
     network = stub.fused.fuse(make_network(stub, "z-image"))
-    args = model_args((12, 16))
+    call = nextdit_call(stub, network, (12, 16))
     lumina_kernel = stub.attention_function
     seen = []
     hook = network.layers[0].register_forward_pre_hook(
         lambda m, a: seen.append((stub.attention_function is lumina_kernel, stub.fused.attention_function))
     )
     try:
-        got, state = with_todo(stub, network, args, TodoSettings(factor=2))
+        got, state = call.with_todo(TodoSettings(factor=2))
     finally:
         hook.remove()
     assert seen[0][0] and isinstance(seen[0][1], dit.HostAttention)
     assert stub.fused.attention_function is lumina_kernel and not dit.installed_anywhere()
-    grid, layouts = lengths("z-image", (12, 16))
-    expected = by_hand(stub.fused, network, args, grid, layouts, 2)
+    expected = by_hand(call, "z-image", (12, 16), 2, module=stub.fused)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
     assert state.calls == 3
 

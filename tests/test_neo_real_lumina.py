@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dit_family_checks import HandKernel
+from dit_family_checks import NEXTDIT_RUNS, HandKernel, nextdit_key_layouts
 from neo_host import TXT, factor_one_installs_nothing, neo_call, neo_module, requires_neo, tiny
 
 from lib_todo.backends import dit, dit_family, lumina
@@ -49,29 +49,7 @@ def nextdit_call(network, latent_hw):
     return neo_call(network, (4, *latent_hw), CAP_DIM, transformer_options={})
 
 
-def key_layouts(config: str, latent_hw) -> tuple[tuple[int, int, int], dict[int, int]]:
-    """The token grid and {key length: image start}: noise refiner [image, pads], main layers [caption + pads,
-    image, pads]; the context refiner's caption-only length must differ from both."""
-    grid = (1, -(-latent_hw[0] // 2), -(-latent_hw[1] // 2))
-    multiple = CONFIGS[config].get("pad_tokens_multiple") or 1
-    caption = -(-TXT // multiple) * multiple
-    image = -(-grid[1] * grid[2] // multiple) * multiple
-    layouts = {image: 0, caption + image: caption}
-    assert caption not in layouts
-    return grid, layouts
-
-
-@pytest.mark.parametrize(
-    ("config", "latent_hw", "factor", "balance"),
-    [
-        ("lumina", (12, 16), 2, "channel"),
-        ("lumina", (13, 15), 2, "mask"),
-        ("lumina", (12, 18), 3, "channel"),
-        ("z-image", (12, 16), 2, "channel"),
-        ("z-image", (13, 15), 2, "mask"),
-        ("z-image", (12, 18), 3, "channel"),
-    ],
-)
+@pytest.mark.parametrize(("config", "latent_hw", "factor", "balance"), NEXTDIT_RUNS)
 def test_neo_nextdit_equals_todo_by_hand(neo_lumina, config, latent_hw, factor, balance):
     """ToDo by hand in Neo's attention_function where the key length is a noise refiner's or a main layer's;
     every call (B, heads, L, D), as Neo's JointAttention hands it."""
@@ -79,7 +57,7 @@ def test_neo_nextdit_equals_todo_by_hand(neo_lumina, config, latent_hw, factor, 
     call = nextdit_call(network, latent_hw)
     plain = call.plain()
     got, state = call.with_todo(dit_family(network, "forge"), TodoSettings(factor=factor), balance)
-    grid, layouts = key_layouts(config, latent_hw)
+    grid, layouts = nextdit_key_layouts(latent_hw, TXT, CONFIGS[config].get("pad_tokens_multiple"))
     hand = HandKernel(layouts.get, grid, factor)
     expected = call.by_hand(neo_lumina, hand, split=True)
     assert hand.todo == 3 and hand.host == 1  # noise refiner + 2 layers; the context refiner ran Neo's kernel
