@@ -8,12 +8,14 @@ Every model here: 2 layers (Flux: 2 double + 2 single blocks; NextDiT: 2 layers 
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from dit_family_checks import HandKernel, kernel_replaced, randomise
 from torch import nn
 
@@ -35,9 +37,17 @@ def run(model: nn.Module, inputs: dict) -> torch.Tensor | list[torch.Tensor]:
 
 
 def run_by_hand(model: nn.Module, inputs: dict, module: Any, hand: HandKernel) -> torch.Tensor:
-    """`run`, with `module`'s dispatch_attention_fn (where the model's processors find their kernel) doing ToDo by
-    hand where `hand` knows the call: what ToDo must compute, on the ORIGINAL model."""
-    with kernel_replaced(module, "dispatch_attention_fn", hand.dispatch(module.dispatch_attention_fn)):
+    """`run`, with the kernel the processors in `module` call doing ToDo by hand where `hand` knows the call: what
+    ToDo must compute, on the ORIGINAL model. The kernel: diffusers' `dispatch_attention_fn`, or torch's
+    `F.scaled_dot_product_attention` where the processor calls it itself (Lumina 2)."""
+    if hasattr(module, "dispatch_attention_fn"):
+        name, kernel = "dispatch_attention_fn", hand.dispatch(module.dispatch_attention_fn)
+    else:
+        name, kernel = (
+            "F",
+            types.SimpleNamespace(scaled_dot_product_attention=hand.sdpa(F.scaled_dot_product_attention)),
+        )
+    with kernel_replaced(module, name, kernel):
         return run(model, inputs)
 
 
@@ -308,56 +318,70 @@ class Case:
     calls: int  # the attention calls ToDo serves in that forward
     below_native: Callable[[nn.Module], dict]  # a call far below the family's native size...
     native_px: int  # ...and a native size that call is twice of (auto then asks for factor 2)
+    by_hand: Callable[[], HandKernel]  # ToDo written out for the small call at factor 2 (grid, where the image is)
     failing_block: Callable[[nn.Module], nn.Module]  # a block that raises, in the shared exception test...
     calls_before: int  # ...after ToDo served this many calls of the forward
+
+
+def _hand(starts: Callable[[int], Any], grid: tuple[int, int, int] = (1, 6, 8)) -> Callable[[], HandKernel]:
+    """A fresh hand kernel at factor 2: `starts(key length)` where the image starts (see HandKernel)."""
+    return lambda: HandKernel(starts, grid, 2)
 
 
 CASES = [
     Case(
         "Anima", anima.DIFFUSERS_ANIMA, "diffusers.models.transformers.transformer_cosmos", cosmos,
         small=lambda m: anima_inputs(1, 12, 16), calls=LAYERS,
+        by_hand=_hand(lambda length: 0 if length == 48 else None),  # self-attention: the image alone
         below_native=lambda m: anima_inputs(1, 24, 24), native_px=96,  # 12 x 12 tokens of 16 px: 192 px
         failing_block=lambda m: m.transformer_blocks[1], calls_before=1,
     ),
     Case(
         "Ernie-Image", ernie.DIFFUSERS_ERNIE, "diffusers.models.transformers.transformer_ernie_image", ernie_image,
         small=lambda m: ernie_inputs(6, 8), calls=LAYERS,
+        by_hand=_hand(lambda length: 0 if length == 48 + TXT else None),  # [image, text]
         below_native=lambda m: ernie_inputs(12, 12), native_px=96,  # 12 x 12 tokens of 16 px: 192 px
         failing_block=lambda m: m.layers[1], calls_before=1,
     ),
     Case(
         "Krea 2", krea.DIFFUSERS_KREA, "diffusers.models.transformers.transformer_krea2", krea2,
         small=lambda m: krea_inputs(6, 8), calls=LAYERS,  # the text-fusion blocks' calls are not ToDo's
+        by_hand=_hand(lambda length: TXT if length == TXT + 48 else None),  # [text, image]
         below_native=lambda m: krea_inputs(12, 12), native_px=96,  # 12 x 12 tokens of 16 px: 192 px
         failing_block=lambda m: m.transformer_blocks[1], calls_before=1,
     ),
     Case(
         "Qwen-Image", qwen.DIFFUSERS_QWEN, "diffusers.models.transformers.transformer_qwenimage", qwen_image,
         small=lambda m: qwen_inputs([(1, 6, 8)]), calls=LAYERS,
+        by_hand=_hand(lambda length: QWEN_TXT if length == QWEN_TXT + 48 else None),  # [text, image]
         below_native=lambda m: qwen_inputs([(1, 12, 12)]), native_px=96,  # 192 px, far below 1328 px
         failing_block=lambda m: m.transformer_blocks[1], calls_before=1,
     ),
     Case(
         "Wan", wan.DIFFUSERS_WAN, "diffusers.models.transformers.transformer_wan", small_wan,
         small=lambda m: wan_inputs(m, (2, 10, 14)), calls=LAYERS,
+        by_hand=_hand(lambda length: 0 if length == 70 else None, (2, 5, 7)),  # attn1: the video alone
         below_native=lambda m: wan_inputs(m, (2, 10, 14)), native_px=48,  # 5 x 7 tokens a frame: 80 x 112 px
         failing_block=lambda m: m.blocks[1], calls_before=1,
     ),
     Case(
         "Lumina 2", lumina.DIFFUSERS_LUMINA, "diffusers.models.transformers.transformer_lumina2", lumina2_transformer,
         small=lambda m: lumina2_inputs((12, 16), [7, 4]), calls=1 + LAYERS,  # noise refiner, layers
+        by_hand=_hand({48: [0, 0], 7 + 48: [7, 4]}.get),  # [image]; [caption (7 and 4 of 7 tokens), image]
         below_native=lambda m: lumina2_inputs((12, 16), [7, 4]), native_px=48,  # 6 x 8 tokens: 96 x 128 px
         failing_block=lambda m: m.layers[1], calls_before=2,
     ),
     Case(
         "Z-Image", lumina.DIFFUSERS_Z_IMAGE, "diffusers.models.transformers.transformer_z_image", z_image_transformer,
         small=lambda m: z_inputs((12, 16), [7, 70]), calls=1 + LAYERS,  # noise refiner, layers
+        by_hand=_hand({64: [0, 0], 64 + 96: [0, 0]}.get),  # [image, pads]; [image, pads, caption, pads] (to 32)
         below_native=lambda m: z_inputs((12, 16), [7, 70]), native_px=48,  # 6 x 8 tokens: 96 x 128 px
         failing_block=lambda m: m.layers[0], calls_before=1,
     ),
     Case(
         "Flux", flux.DIFFUSERS_FLUX, "diffusers.models.transformers.transformer_flux", flux1,
         small=lambda m: flux_inputs(6, 8), calls=2 * LAYERS,  # double and single blocks
+        by_hand=_hand(lambda length: TXT if length == TXT + 48 else None),  # [text, image]
         below_native=lambda m: flux_inputs(12, 12), native_px=96,  # 12 x 12 tokens of 16 px: 192 px
         failing_block=lambda m: m.single_transformer_blocks[0], calls_before=LAYERS,
     ),

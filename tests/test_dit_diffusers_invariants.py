@@ -2,6 +2,8 @@
 Anima, Ernie-Image, Krea 2, Qwen-Image, Wan, Lumina 2, Z-Image, Flux), through lib_todo.apply / patched:
 
 - the table (`backends.dit_family`) knows the class;
+- on a small call at factor 2, ToDo serves every image attention call and equals the ORIGINAL model with its kernel
+  doing ToDo by hand (tests/dit_reference.py);
 - factor 1 installs nothing and is bit-identical;
 - nothing of ToDo is left in the model after remove() (by the pipeline holding it), after a forward, or after an
   exception mid-forward: no hook (`dit_diffusers.has_todo`), no kernel replaced (`dit.installed_anywhere()`, every
@@ -10,15 +12,17 @@ Anima, Ernie-Image, Krea 2, Qwen-Image, Wan, Lumina 2, Z-Image, Flux), through l
   when told a native size half the call's;
 - outside the step window nothing changes and each attention call is counted as skipped; inside it ToDo acts.
 
-What ToDo computes on each family (against ToDo written by hand) is in the family's own module."""
+What ToDo computes on each family's other calls (border cells, balance modes, references, masks, frames, ...) is
+checked in the family's own module."""
 
 from __future__ import annotations
 
+import importlib
 import types
 
 import pytest
 import torch
-from dit_diffusers_cases import CASES, processors, run
+from dit_diffusers_cases import CASES, processors, run, run_by_hand
 
 import lib_todo
 from lib_todo import TodoSettings
@@ -48,6 +52,23 @@ def assert_nothing_left(case, model, before: list) -> None:
 def test_the_table_knows_the_class(built):
     case, model = built
     assert dit_family(model, "diffusers") is case.family
+
+
+def test_equals_todo_written_by_hand_on_a_small_call(built):
+    """At factor 2 ToDo serves every image attention call and the output is the ORIGINAL model's with its kernel
+    doing ToDo by hand (tests/dit_reference.py) on those calls: the family descriptor reads the grid, where the image
+    sits among the keys and which calls to serve as the model has them."""
+    case, model = built
+    inputs = case.small(model)
+    plain = run(model, inputs)
+    with lib_todo.patched(model, TodoSettings(factor=2)) as handle:
+        got = run(model, inputs)
+    assert handle.applied == {1: 2.0} and handle.state.calls == case.calls and handle.state.skipped == {}
+    hand = case.by_hand()
+    expected = run_by_hand(model, inputs, importlib.import_module(case.module), hand)
+    scale = max(1.0, float(expected.abs().max()))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5 * scale)
+    assert (got - plain).abs().max() > 1e-3 * scale and hand.todo == case.calls
 
 
 def test_factor_one_installs_nothing_and_is_bit_identical(built):

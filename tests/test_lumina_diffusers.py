@@ -9,11 +9,8 @@ in tests/test_dit_diffusers_invariants.py."""
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
-import torch.nn.functional as F
 from dit_diffusers_cases import (
     CAP_DIM,
     NEXTDIT_CHANNELS,
@@ -24,7 +21,7 @@ from dit_diffusers_cases import (
     z_image_transformer,
     z_inputs,
 )
-from dit_family_checks import HandKernel, kernel_replaced
+from dit_family_checks import HandKernel
 
 import lib_todo
 from lib_todo import TodoSettings
@@ -62,10 +59,7 @@ def lumina2_by_hand(model, inputs, factor, balance="channel"):
     h, w = (s // 2 for s in inputs["hidden_states"].shape[-2:])
     captions = inputs["encoder_attention_mask"].sum(1).tolist()
     layouts = {h * w: [0] * len(captions), max(captions) + h * w: captions}
-    hand = HandKernel(layouts.get, (1, h, w), factor, balance != "off")
-    namespace = types.SimpleNamespace(scaled_dot_product_attention=hand.sdpa(F.scaled_dot_product_attention))
-    with kernel_replaced(transformer_lumina2, "F", namespace):
-        return run(model, inputs)
+    return run_by_hand(model, inputs, transformer_lumina2, HandKernel(layouts.get, (1, h, w), factor, balance != "off"))
 
 
 @pytest.mark.parametrize(
