@@ -181,8 +181,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--ui",
         action="store_true",
-        help="start the webui with its UI and API (--api) instead of API only (--nowebui): an API-only start builds "
-        "the scripts' UI before the on_before_ui callbacks, so axes added to the X/Y/Z plot there are missing",
+        help="start the webui with its UI and API (--api) instead of API only (--nowebui); an API-only start builds "
+        "the scripts' UI before the on_before_ui callbacks (Neo), so it shows whether X/Y/Z axes are added in time",
     )
     p.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (default: a free one)")
     p.add_argument("--startup-timeout", type=float, default=1200.0, help="seconds to wait for the API")
