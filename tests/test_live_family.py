@@ -1,15 +1,15 @@
-"""Opt-in live tests: ToDo on one model family (Flux, SDXL, SD1.5) in a LIVE webui, end to end through its HTTP API.
+"""Opt-in live tests: ToDo on one model family (Flux, Z-Image, SDXL, SD1.5) in a LIVE webui, end to end over HTTP.
 
 Skipped unless TODO_WEBUI_URL points at a running webui with a checkpoint of the family TODO_LIVE_FAMILY names
-(flux, sdxl or sd15; default flux) loaded. `tools/live/run_webui.py --family flux|sdxl` starts one with the
-random-weight checkpoint of tools/live/checkpoint.py (the published single-file layouts, text encoders at their
-published sizes) and runs this module (`--family sd15 --tests tests/test_live_family.py` for SD1.5):
+(flux, zimage, sdxl or sd15; default flux) loaded. `tools/live/run_webui.py --family flux|zimage|sdxl` starts
+one with the random-weight checkpoint of tools/live/checkpoint.py (the published single-file layouts, text encoders
+at their published sizes) and runs this module (`--family sd15 --tests tests/test_live_family.py` for SD1.5):
 
     python tools/live/run_webui.py --webui neo --root /path/to/neo --family flux
 
 What is checked, on the real model code, sampler and patcher of the webui:
 - the webui loaded the file as that family and its images depend on the prompt;
-- auto acts where the family's auto rule acts (Flux 1536 px: `ToDo applied: 2x`; SDXL 2048 px: `2x/2x`): the
+- auto acts where the family's auto rule acts (Flux, Z-Image 1536 px: `ToDo applied: 2x`; SDXL 2048 px: `2x/2x`): the
   image changes and the infotext says what ran (skipped with TODO_LIVE_NO_AUTO=1, e.g. where a step at that
   size takes too long on the machine);
 - a manual factor acts at a small size; off, factor 1 and auto at a small size give the pixels of the request
@@ -123,6 +123,21 @@ PROFILES = {
         applied_auto="2x/2x",
         hires=(SMALL_HIRES, 2, todo_args(True, 2, 0, "nearest-exact", 0, 1, "only"), "hires 2x/1x"),
         hires_small=(SMALL_HIRES, 2, todo_args(True, 2, 0, "nearest-exact", 0, 1, "only"), "hires 2x/1x"),
+        interrupt_size=128,
+    ),
+    # Z-Image (Turbo): CFG 1 (no negative pass), no guidance embedding. Image tokens: 2x2 patches of the /8 latent,
+    # alone in the noise refiners, after the caption (padded to 32 tokens) in the main layers. 128 px: 8x8 tokens,
+    # factor 2 takes keys/values to 4x4. Auto: 2x from 1536 px, as Flux. The full-width DiT takes seconds per step
+    # at 128 px on a CPU: the batch to interrupt is of 128 px images.
+    "zimage": Profile(
+        word="zimage",
+        request={"sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 1},
+        small=128,
+        applied_small="2x",
+        auto=1536,
+        applied_auto="2x",
+        hires=(512, 3, todo_args(True, 0), "hires 2x"),
+        hires_small=(SMALL_HIRES, 2, todo_args(True, 2, 0, "nearest-exact", 0, 1, "only"), "hires 2x"),
         interrupt_size=128,
     ),
     # SD1.5 (the UNet the other live modules use; here for what only this module checks: the XYZ axes, the window,

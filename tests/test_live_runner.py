@@ -309,3 +309,37 @@ def test_ui_starts_the_webui_with_its_ui_and_tells_the_tests(webui: Path) -> Non
     cmd = runner.launch_command(args, runner.PROFILES["neo"], 7999)
     assert "--api" in cmd and "--nowebui" not in cmd
     assert "--nowebui" in runner.launch_command(parsed(webui, "--webui", "neo"), runner.PROFILES["neo"], 7999)
+
+
+def test_zimage_transformer_reads_as_z_image_with_one_main_layer() -> None:
+    """What Forge Neo's detection reads: a NextDiT with cap_embedder and noise_refiner k norms is Lumina 2; width
+    3840 makes it Z-Image (30 heads of 128); it counts the main layers; the pad tokens make it pad to 32."""
+    specs = {w.key: w for w in checkpoint.zimage_dit_specs(1)}
+    assert specs["cap_embedder.1.weight"].shape == (3840, 2560), "width 3840 from Qwen3-4B's 2560 features"
+    assert specs["noise_refiner.0.attention.k_norm.weight"].shape == (128,)
+    assert specs["x_embedder.weight"].shape == (3840, 64) and specs["final_layer.linear.weight"].shape == (64, 3840)
+    assert specs["layers.0.attention.qkv.weight"].shape == (3 * 3840, 3840)
+    assert specs["layers.0.feed_forward.w1.weight"].shape == (10240, 3840)
+    assert specs["layers.0.adaLN_modulation.0.weight"].shape == (4 * 3840, 256), "Z-Image's modulation"
+    assert "context_refiner.1.adaLN_modulation.0.weight" not in specs, "the context refiners are not modulated"
+    assert {k.split(".")[1] for k in specs if k.startswith("layers.")} == {"0"}
+    assert {k.split(".")[1] for k in specs if k.startswith(("noise_refiner.", "context_refiner."))} == {"0", "1"}
+    assert "cap_pad_token" in specs and "x_pad_token" in specs
+    assert sum(torch.Size(w.shape).numel() for w in specs.values()) == 908_508_992
+    # No layer left at zero where the published init zeroes it (modulations, final layer): all random.
+    assert all(w.std > 0 for w in specs.values() if len(w.shape) > 1 and not w.key.endswith("norm.weight"))
+    two = {w.key for w in checkpoint.zimage_dit_specs(2)}
+    assert two - set(specs) == {k.replace("layers.0.", "layers.1.") for k in specs if k.startswith("layers.0.")}
+
+
+def test_qwen3_4b_keeps_its_published_size() -> None:
+    specs = {w.key: w for w in checkpoint.qwen3_4b_specs()}
+    assert len(specs) == 1 + 36 * 11 + 1
+    assert sum(torch.Size(w.shape).numel() for w in specs.values()) == 4_022_468_096  # Qwen3-4B, LM head tied
+    assert specs["model.embed_tokens.weight"].shape == (151936, 2560)
+    assert specs["model.layers.35.self_attn.q_proj.weight"].shape == (4096, 2560)
+    assert specs["model.layers.35.self_attn.k_proj.weight"].shape == (1024, 2560)
+    assert specs["model.layers.0.mlp.down_proj.weight"].shape == (2560, 9728)
+    # float8_e4m3fn keeps N(0, 0.02) weights non-zero (its smallest subnormal is 2 ** -9 ~ 2e-3)
+    q = next(checkpoint.materialise([specs["model.layers.0.self_attn.q_proj.weight"]], 0, torch.float8_e4m3fn))
+    assert q[1].float().count_nonzero() > 0.9 * q[1].numel()

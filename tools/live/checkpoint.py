@@ -1,6 +1,6 @@
 """Random-weight checkpoints in the published single-file layouts, for live webui tests without a download.
 
-    python tools/live/checkpoint.py --family sd15|flux|sdxl OUT.safetensors [--seed N]
+    python tools/live/checkpoint.py --family sd15|flux|sdxl|zimage OUT.safetensors [--seed N]
 
 One function per model family (registered with @family; adding a family is one more such function). Each yields
 (key, tensor) pairs in the layout the webuis' own loaders detect, and `write_safetensors` streams them to disk one
@@ -16,6 +16,11 @@ Families:
   RoPE axes 16 + 56 + 56), and counts the double and single blocks: FLUX_HIDDEN wide, one block of each kind.
 - sdxl: SDXL base in the sgm layout at its published size (every webui checks the transformer depths 0/2/10 and
   the widths), with CLIP-L and OpenCLIP bigG, fp16.
+- zimage: Z-Image (Turbo) as one file: `model.diffusion_model.*` (the NextDiT layout), `vae.*` (the Flux
+  autoencoder, which Z-Image uses) and `text_encoders.qwen3_4b.transformer.*` (Qwen3-4B at its published size,
+  4.02 billion weights, float8_e4m3fn). Forge Neo's detection takes a NextDiT as Z-Image only at width 3840 (30
+  heads of 128), builds two noise and two context refiner blocks whatever the file holds, and counts the main
+  layers: ZIMAGE_LAYERS main layer(s) at the full width, bf16.
 
 No layer is left all-zero where the published init zeroes it (ldm's attention `proj_out` and ResBlock `out`, the
 adaLN modulations and final layer DiTs start at zero): a zero layer there would hide attention from the pixels,
@@ -64,6 +69,18 @@ VAE_BASE = {
 VAE_CONFIG = {**VAE_BASE, "z_channels": 4}  # SD1.x / SDXL
 VAE_EMBED_DIM = 4
 FLUX_VAE_CONFIG = {**VAE_BASE, "z_channels": 16}  # Flux's ae: no quant convs around the latent
+# Z-Image (NextDiT with Z-Image's modulation), as its transformer config.json: width 3840 (Neo reads "Z-Image" from
+# it), 30 heads of 128 (RoPE axes 32 + 48 + 48), 2 noise and 2 context refiner blocks, FFN 8/3 of the width rounded
+# up to 256, time embedding 1024 -> 256 (the modulations' input), caption features of Qwen3-4B (2560). The main
+# layer count is ours: the webui counts them.
+ZIMAGE_DIM, ZIMAGE_HEAD_DIM, ZIMAGE_REFINERS, ZIMAGE_LAYERS, ZIMAGE_ADALN = 3840, 128, 2, 1, 256
+ZIMAGE_FFN = 256 * -(-int(8.0 / 3.0 * ZIMAGE_DIM) // 256)
+ZIMAGE_T_HIDDEN, ZIMAGE_FREQ, ZIMAGE_PATCH_IN = 1024, 256, FLUX_LATENT * FLUX_PATCH**2
+# Qwen3-4B (Z-Image's text encoder), as its config.json: 36 layers, width 2560, 32 query heads and 8 key/value
+# heads of 128, MLP 9728, vocabulary 151936, q/k RMS norms per head; the LM head is tied (not stored).
+QWEN3_VOCAB, QWEN3_WIDTH, QWEN3_LAYERS, QWEN3_MLP = 151936, 2560, 36, 9728
+QWEN3_HEADS, QWEN3_KV_HEADS, QWEN3_HEAD_DIM = 32, 8, 128
+QWEN3_INIT_STD = 0.02  # its initializer_range
 
 
 # Families.
@@ -130,6 +147,19 @@ def sdxl_tensors(seed: int) -> Tensors:
     clip = clip_text_state(seed, prefix="conditioner.embedders.0.transformer.text_model.")
     yield from ((k, half(v, torch.float16)) for k, v in clip.items())
     yield from materialise(open_clip_bigg_specs(), seed + 21, torch.float16, "conditioner.embedders.1.model.")
+
+
+@family(
+    "zimage",
+    "todo-random-zimage.safetensors",
+    f"Z-Image all-in-one (NextDiT at {ZIMAGE_DIM}, {ZIMAGE_REFINERS}+{ZIMAGE_REFINERS} refiners and {ZIMAGE_LAYERS} "
+    "main layer, bf16; Flux ae; Qwen3-4B float8_e4m3fn), 6.0 GB",
+)
+def zimage_tensors(seed: int) -> Tensors:
+    """The Z-Image single file; the Qwen3-4B encoder, two thirds of it, is made and written one tensor at a time."""
+    yield from materialise(zimage_dit_specs(ZIMAGE_LAYERS), seed + 30, torch.bfloat16, "model.diffusion_model.")
+    yield from ((f"vae.{k}", half(v, torch.bfloat16)) for k, v in autoencoder_state(seed, FLUX_VAE_CONFIG).items())
+    yield from materialise(qwen3_4b_specs(), seed + 31, torch.float8_e4m3fn, "text_encoders.qwen3_4b.transformer.")
 
 
 # Weights described by shape and scale, made on demand (the DiTs and T5).
@@ -218,6 +248,69 @@ def t5_encoder_specs() -> list[Weight]:
         specs.append(Weight(f"{ff}.wo.weight", (w, T5_FF), T5_FF**-0.5))
         specs.append(Weight(f"encoder.block.{i}.layer.1.layer_norm.weight", (w,)))
     return specs + [Weight("encoder.final_layer_norm.weight", (w,))]
+
+
+def zimage_block(key: str, modulated: bool) -> list[Weight]:
+    """One NextDiT block at Z-Image's width: fused qkv (30 + 30 + 30 heads), out without bias, per-head q/k RMS
+    norms, the SwiGLU FFN (w1, w3 in; w2 out), four RMS norms, and (noise refiners and main layers) the
+    modulation: one Linear from the 256-wide time embedding to 4 x width (scale/gate for attention and FFN), random
+    at half scale like Flux's (published inits zero it)."""
+    d = ZIMAGE_DIM
+    specs = linear(f"{key}.attention.qkv", 3 * d, d, bias=False) + linear(f"{key}.attention.out", d, d, bias=False)
+    specs += [Weight(f"{key}.attention.{n}_norm.weight", (ZIMAGE_HEAD_DIM,)) for n in ("q", "k")]
+    specs += linear(f"{key}.feed_forward.w1", ZIMAGE_FFN, d, bias=False)
+    specs += linear(f"{key}.feed_forward.w2", d, ZIMAGE_FFN, bias=False)
+    specs += linear(f"{key}.feed_forward.w3", ZIMAGE_FFN, d, bias=False)
+    specs += [
+        Weight(f"{key}.{n}.weight", (d,)) for n in ("attention_norm1", "ffn_norm1", "attention_norm2", "ffn_norm2")
+    ]
+    return specs + (linear(f"{key}.adaLN_modulation.0", 4 * d, ZIMAGE_ADALN, gain=0.5) if modulated else [])
+
+
+def zimage_dit_specs(layers: int) -> list[Weight]:
+    """The Z-Image transformer (NextDiT, Z-Image modulation) in its checkpoint layout, `layers` main layers.
+
+    The pad tokens are there as in the published files (Neo pads caption and image tokens to a multiple of 32 when
+    the file has them); the final layer's modulation and linear are random like every other layer.
+    """
+    d = ZIMAGE_DIM
+    specs = linear("x_embedder", d, ZIMAGE_PATCH_IN)
+    for i in range(ZIMAGE_REFINERS):
+        specs += zimage_block(f"noise_refiner.{i}", modulated=True)
+    for i in range(ZIMAGE_REFINERS):
+        specs += zimage_block(f"context_refiner.{i}", modulated=False)
+    specs += linear("t_embedder.mlp.0", ZIMAGE_T_HIDDEN, ZIMAGE_FREQ) + linear(
+        "t_embedder.mlp.2", ZIMAGE_ADALN, ZIMAGE_T_HIDDEN
+    )
+    specs += [Weight("cap_embedder.0.weight", (QWEN3_WIDTH,))] + linear("cap_embedder.1", d, QWEN3_WIDTH)
+    for i in range(layers):
+        specs += zimage_block(f"layers.{i}", modulated=True)
+    specs += linear("final_layer.linear", ZIMAGE_PATCH_IN, d)
+    specs += linear("final_layer.adaLN_modulation.1", d, ZIMAGE_ADALN, gain=0.5)
+    return specs + [Weight("x_pad_token", (1, d), 0.02), Weight("cap_pad_token", (1, d), 0.02)]
+
+
+def qwen3_4b_specs() -> list[Weight]:
+    """Qwen3-4B's decoder (`model.*`, Hugging Face names), every linear N(0, initializer_range), norms 1."""
+    w, std = QWEN3_WIDTH, QWEN3_INIT_STD
+    q, kv = QWEN3_HEADS * QWEN3_HEAD_DIM, QWEN3_KV_HEADS * QWEN3_HEAD_DIM
+    specs = [Weight("model.embed_tokens.weight", (QWEN3_VOCAB, w), std)]
+    for i in range(QWEN3_LAYERS):
+        layer = f"model.layers.{i}"
+        specs += [
+            Weight(f"{layer}.self_attn.q_proj.weight", (q, w), std),
+            Weight(f"{layer}.self_attn.k_proj.weight", (kv, w), std),
+            Weight(f"{layer}.self_attn.v_proj.weight", (kv, w), std),
+            Weight(f"{layer}.self_attn.o_proj.weight", (w, q), std),
+            Weight(f"{layer}.self_attn.q_norm.weight", (QWEN3_HEAD_DIM,)),
+            Weight(f"{layer}.self_attn.k_norm.weight", (QWEN3_HEAD_DIM,)),
+            Weight(f"{layer}.mlp.gate_proj.weight", (QWEN3_MLP, w), std),
+            Weight(f"{layer}.mlp.up_proj.weight", (QWEN3_MLP, w), std),
+            Weight(f"{layer}.mlp.down_proj.weight", (w, QWEN3_MLP), std),
+            Weight(f"{layer}.input_layernorm.weight", (w,)),
+            Weight(f"{layer}.post_attention_layernorm.weight", (w,)),
+        ]
+    return specs + [Weight("model.norm.weight", (w,))]
 
 
 def norm(key: str, n: int) -> list[Weight]:

@@ -1,7 +1,7 @@
 """Run the live webui tests against a real webui on this machine, one command per webui.
 
-    python tools/live/run_webui.py --webui neo --root /path/to/webui [--family sd15|flux|sdxl] [--setup]
-        [--checkpoint FILE] [--extension DIR ...] [--tests FILE ...] [-- PYTEST_ARGS...]
+    python tools/live/run_webui.py --webui neo --root /path/to/webui [--family sd15|flux|zimage|sdxl]
+        [--setup] [--checkpoint FILE] [--extension DIR ...] [--tests FILE ...] [-- PYTEST_ARGS...]
 
 What it does, in order:
 1. uses the webui's venv (`<root>/venv`, or --python); with --setup it first creates the venv if needed and
@@ -18,10 +18,10 @@ What it does, in order:
    of its own (`<root>/todo-live-settings.json`, fresh each run, so the user's config.json is neither read nor
    changed),
    waits until it answers, and selects the checkpoint through the API;
-5. runs pytest on the family's test modules (sd15: tests/test_live_webui.py, flux: tests/test_live_family.py,
-   sdxl: both; or the --tests files, or those in $TODO_LIVE_TESTS) with TODO_WEBUI_URL, TODO_WEBUI_LOG (the
-   server's console) and TODO_LIVE_FAMILY set, stops the server, removes the links it made, and exits with
-   pytest's exit code.
+5. runs pytest on the family's test modules (sd15: tests/test_live_webui.py, flux and zimage:
+   tests/test_live_family.py, sdxl: both; or the --tests files, or those in $TODO_LIVE_TESTS) with TODO_WEBUI_URL,
+   TODO_WEBUI_LOG (the server's console) and TODO_LIVE_FAMILY set, stops the server, removes the links it made,
+   and exits with pytest's exit code.
 
 It writes only inside --root (links, settings file, server log `<root>/todo-live-server.log`, the checkpoint
 if made there) and where --checkpoint points. Network: none of its own; the webui starts with its
@@ -53,6 +53,7 @@ REPO = Path(__file__).resolve().parents[2]
 FAMILY_TESTS = {
     "sd15": ("tests/test_live_webui.py",),
     "flux": ("tests/test_live_family.py",),
+    "zimage": ("tests/test_live_family.py",),
     "sdxl": ("tests/test_live_webui.py", "tests/test_live_family.py"),  # SD1.5's tests hold for any UNet
 }
 DEFAULT_TESTS = FAMILY_TESTS["sd15"]
