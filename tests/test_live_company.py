@@ -5,7 +5,7 @@ TODO_WEBUI_URL points at a running webui (A1111 >= 1.10, Forge, reForge or Forge
 sd-webui-todo installed and a real or random-weight checkpoint loaded. Third-party extensions are installed into
 the webui under test, never committed here; each companion below is skipped when the webui does not have it (found
 through /sdapi/v1/scripts, in txt2img or img2img where it is offered) or does not serve the loaded model family
-(TODO_LIVE_FAMILY: sd15, sdxl, flux). Requests are small (64, 128 or 384 px, 2 Euler steps).
+(TODO_LIVE_FAMILY: sd15, sdxl, flux, zimage). Requests are small (64, 128 or 384 px, 2 Euler steps).
 
 Per companion, with the companion on in every request:
 - an image comes back with ToDo off and with ToDo on (factor 2 on both levels);
@@ -67,7 +67,10 @@ CLONE_KEY = "Clone after ToDo"
 # The model family loaded (tools/live/run_webui.py --family sets it): each companion runs only on the families it
 # serves, and a family's requests take its own fields (Flux dev: CFG 1, distilled guidance).
 FAMILY = os.environ.get("TODO_LIVE_FAMILY", "sd15").strip() or "sd15"
-FAMILY_REQUEST = {"flux": {"sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 1, "distilled_cfg_scale": 3.5}}
+FAMILY_REQUEST = {
+    "flux": {"sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 1, "distilled_cfg_scale": 3.5},
+    "zimage": {"sampler_name": "Euler", "scheduler": "Simple", "cfg_scale": 1},  # Z-Image Turbo: no negative pass
+}
 UNETS = ("sd15", "sdxl")
 
 
@@ -212,7 +215,7 @@ COMPANIONS = [
         (True, "MultiDiffusion", 256, 256, 128, 4),
         size=384,
         kind="img2img",
-        families=("sd15", "sdxl", "flux"),
+        families=("sd15", "sdxl", "flux", "zimage"),
     ),
     Companion("Forge PerturbedAttentionGuidance", "acts", "perturbedattentionguidance integrated", (True, 3.0)),
     # SAG masks where the middle block's self-attention sums above 1: never on its 1x1 map at 64 px.
