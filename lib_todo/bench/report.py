@@ -9,6 +9,7 @@ import math
 import os
 import platform
 import secrets
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_title(f"{model} / {kernel}" if kernel else model)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    # Wrapped so that a long model description stays on the figure (about 70 characters per panel column).
+    wrapped = "\n".join(textwrap.fill(line, 70 * cols) for line in title.splitlines())
+    fig.suptitle(wrapped, fontsize=9)
     fig.tight_layout()
     _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
