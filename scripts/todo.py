@@ -88,6 +88,7 @@ class TodoScript(scripts.Script):
             log(f"{reason}; ToDo is off for this job.")
             return
         job = TodoJob(request.settings, log)
+        job.refiner = getattr(p, "refiner_checkpoint_info", None)
         setattr(p, JOB_ATTR, job)
         CURRENT["job"] = job
 
@@ -183,7 +184,28 @@ def on_cfg_denoiser(params: Any) -> None:
 
 
 def on_model_loaded(sd_model: Any) -> None:
+    """A load between jobs: nothing of ToDo may ride on the new model. A load while a pass samples is the
+    refiner (A1111 at its switch step; Forge Neo unless `refiner_fast_sd` loads the weights into the same
+    network): ToDo goes on with the new model for the steps that remain."""
     remove_everywhere(sd_model)
+    job = CURRENT["job"]
+    # Only the job's own refiner: a job that raised leaves its pass open, and a later load is no refiner.
+    refiner = getattr(job, "refiner", None)
+    if (
+        refiner is not None
+        and job.sampling()
+        and same_checkpoint(getattr(sd_model, "sd_checkpoint_info", None), refiner)
+    ):
+        job.switch_model(sd_model)
+
+
+def same_checkpoint(a: Any, b: Any) -> bool:
+    """Checkpoint infos of one file (the webui may look one up again: compare the file, not the object)."""
+    if a is None or b is None:
+        return False
+    return a == b or (
+        getattr(a, "filename", None) is not None and getattr(a, "filename", None) == getattr(b, "filename", None)
+    )
 
 
 def on_script_unloaded() -> None:

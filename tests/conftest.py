@@ -94,6 +94,7 @@ class WebUI:
             processing,
             script_callbacks,
             scripts,
+            sd_models,
             sd_samplers,
             shared,
             ui_components,
@@ -105,6 +106,7 @@ class WebUI:
         self.script_callbacks = script_callbacks
         self.scripts = scripts
         self.sd_samplers = sd_samplers
+        self.sd_models = sd_models
         self.shared = shared
         self.ui_components = ui_components
         self.stub_models = stub_models

@@ -271,3 +271,43 @@ def test_forge_patches_a_clone_per_pass_and_restores(webui, flavour):
     assert webui.params(processed)["ToDo applied"] == "2x/1x, hires 4x/1x"
     assert model.forge_objects.unet is original
     assert not original.model_options.get("transformer_options", {}).get("patches", {}).get("attn1_patch")
+
+
+@pytest.mark.parametrize("flavour", ["a1111", "forge"])
+def test_refiner_switch_goes_on_with_todo_and_leaves_both_models_clean(webui, flavour):
+    """The refiner loads another model mid-pass (A1111 at its switch step; Forge Neo without refiner_fast_sd):
+    ToDo goes on on the refiner's UNet for the steps that remain, the infotext says so, and after the job
+    neither model keeps a hook or a patched patcher."""
+    webui.load_extension_script(forge_loader=flavour == "forge")
+    make = webui.make_forge_model if flavour == "forge" else webui.make_a1111_model
+    base, refiner = make(seed=0), make(seed=1)
+    webui.sd_models.checkpoints.update(base=base, refiner=refiner)
+    webui.set_model(base)
+    patchers = [m.forge_objects.unet for m in (base, refiner)] if flavour == "forge" else []
+    unets = [
+        m.forge_objects.unet.model.diffusion_model if flavour == "forge" else m.model.diffusion_model
+        for m in (base, refiner)
+    ]
+    run = webui.txt2img({TODO: ON_F2}, steps=4, refiner_checkpoint="refiner", refiner_switch_at=0.5)
+    webui.assert_no_errors()
+    params = webui.params(run.processed)
+    assert params["Refiner"] == "refiner" and webui.shared.sd_model is refiner
+    assert params["ToDo applied"] == "2x/1x, refiner 2x/1x"
+    if flavour == "forge":
+        assert [m.forge_objects.unet for m in (base, refiner)] == patchers
+    else:
+        assert not any(lib_todo.has_hooks(u) for u in unets)
+
+    # Each model ran its share of the steps with ToDo: the refiner's UNet saw downsampled keys/values, as the
+    # same job without ToDo shows (4x fewer tokens at level 1).
+    seen = [level1_kv_tokens(u, run.p) for u in unets]
+    counts = []
+    for args in (ON_F2, [False]):
+        webui.set_model(base)
+        webui.txt2img({TODO: args}, steps=4, refiner_checkpoint="refiner", refiner_switch_at=0.5)
+        counts.append([{n for _, n in s} for s in seen])
+        for s in seen:
+            s.clear()
+    (todo_base, todo_refiner), (plain_base, plain_refiner) = counts
+    assert plain_base == plain_refiner and len(plain_base) == 1
+    assert todo_base == todo_refiner == {n // 4 for n in plain_base}

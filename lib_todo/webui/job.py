@@ -17,7 +17,12 @@ from ..settings import TodoSettings
 from ..state import PassState
 from .models import a1111_unet, is_forge, native_size
 
-PASS_NAMES = {"": "the first pass", "hires": "the hires pass"}
+PASS_NAMES = {
+    "": "the first pass",
+    "hires": "the hires pass",
+    "refiner": "the refiner's steps",
+    "hires refiner": "the refiner's steps of the hires pass",
+}
 
 
 class TodoJob:
@@ -29,12 +34,15 @@ class TodoJob:
 
     def __init__(self, settings: TodoSettings, tell: Callable[[str], None] = print) -> None:
         self.settings = settings
+        self.refiner: Any = None  # the job's refiner checkpoint (the webui's checkpoint info), if it has one
         self.passes: list[tuple[str, PassState]] = []
         self._tell = tell
         self._told: set[str] = set()
         self._handle: TodoHandle | None = None  # A1111 hooks of the running pass
         self._forge_original: Any = None  # the UNet patcher found before the first pass
+        self._forge_model: Any = None  # the model it belongs to
         self._forge_last: tuple[Any, Any] | None = None  # (our latest clone, the patcher it was cloned from)
+        self._switched: list[tuple[Any, Any]] = []  # (forge_objects, the patcher it had) per refiner model
 
     def start_pass(self, sd_model: Any, hires: bool) -> None:
         """Install ToDo for the sampling pass about to run (after releasing the previous one)."""
@@ -53,6 +61,26 @@ class TodoJob:
             self.passes.pop()
         self.passes.append((label, state))
 
+    def sampling(self) -> bool:
+        """Whether a pass is installed and open (between its sampling hook and its end)."""
+        return bool(self.passes) and not self.passes[-1][1].closed
+
+    def switch_model(self, sd_model: Any) -> None:
+        """A model was loaded while a pass sampled (the refiner: A1111 at its switch step, Forge Neo without
+        `refiner_fast_sd`): close that pass and install ToDo on the new model for the steps that remain."""
+        label = self.passes[-1][0]
+        hires = label.startswith("hires")
+        self.end_pass()
+        settings = self.settings.for_pass(hires)
+        if settings is None:
+            return
+        try:
+            state = self._install_refiner(sd_model, settings)
+        except (TypeError, AttributeError) as err:
+            self.tell(f"cannot patch the refiner's model ({err}); its steps run without ToDo")
+            return
+        self.passes.append(("hires refiner" if hires else "refiner", state))
+
     def end_pass(self) -> None:
         """Release the running pass: hooks off, its state closed, and a word if it was asked to act and did not."""
         if self._handle is not None:
@@ -67,12 +95,20 @@ class TodoJob:
             self.tell(f"ToDo was asked to act in {PASS_NAMES[label]} and acted nowhere: {reason}")
 
     def finish(self, sd_model: Any) -> None:
-        """End the job: release the pass, and give Forge back the UNet patcher it had before the job."""
+        """End the job: release the pass, and give Forge back the UNet patcher each model had before the job."""
         self.end_pass()
-        if self._forge_original is not None and is_forge(sd_model) and self._owns_patcher_of(sd_model):
-            sd_model.forge_objects.unet = self._forge_original
+        # The model ToDo first patched, which is no longer the loaded one after a refiner switch.
+        model = self._forge_model if self._forge_model is not None else sd_model
+        if self._forge_original is not None and is_forge(model) and self._owns_patcher_of(model):
+            model.forge_objects.unet = self._forge_original
+        for objects, base in reversed(self._switched):
+            # Ours, or a later clone of ours (same model): the model the refiner's patcher drove gets it back.
+            if getattr(getattr(objects, "unet", None), "model", None) is getattr(base, "model", None):
+                objects.unet = base
         self._forge_original = None
+        self._forge_model = None
         self._forge_last = None
+        self._switched.clear()
 
     def set_progress(self, step: int, total: int) -> None:
         """Steer the step window of the running pass: `step` of `total` denoiser calls done."""
@@ -104,22 +140,36 @@ class TodoJob:
     def _install(self, sd_model: Any, settings: TodoSettings) -> PassState:
         native_px = native_size(sd_model)
         if is_forge(sd_model):
-            return self._install_forge(sd_model.forge_objects, settings, native_px)
+            return self._install_forge(sd_model, settings, native_px)
         self._handle = apply(a1111_unet(sd_model), settings, native_px=native_px)
         return self._handle.state
+
+    def _install_refiner(self, sd_model: Any, settings: TodoSettings) -> PassState:
+        native_px = native_size(sd_model)
+        if not is_forge(sd_model):
+            self._handle = apply(a1111_unet(sd_model), settings, native_px=native_px)
+            return self._handle.state
+        objects = sd_model.forge_objects
+        base = objects.unet
+        clone, state = patch_forge_patcher(base, settings, native_px)
+        self._switched.append((objects, base))
+        objects.unet = clone
+        return state
 
     def _owns_patcher_of(self, sd_model: Any) -> bool:
         """Whether the model's UNet patcher still drives the model ToDo patched (not so after a model switch)."""
         current = getattr(sd_model.forge_objects, "unet", None)
         return getattr(current, "model", None) is getattr(self._forge_original, "model", None)
 
-    def _install_forge(self, objects: Any, settings: TodoSettings, native_px: int | None) -> PassState:
+    def _install_forge(self, sd_model: Any, settings: TodoSettings, native_px: int | None) -> PassState:
+        objects = sd_model.forge_objects
         # Forge's hires pass may call the hook again before its reset: patch the base, never our own clone.
         base = objects.unet
         if self._forge_last is not None and base is self._forge_last[0]:
             base = self._forge_last[1]
         if self._forge_original is None:
             self._forge_original = base
+            self._forge_model = sd_model
         clone, state = patch_forge_patcher(base, settings, native_px)
         self._forge_last = (clone, base)
         objects.unet = clone

@@ -77,6 +77,8 @@ class StableDiffusionProcessing:
         "do_not_save_samples": False,
         "do_not_save_grid": False,
         "extra_generation_params": None,
+        "refiner_checkpoint": None,
+        "refiner_switch_at": None,
     }
 
     def __init__(self, sd_model: Any = None, **kwargs: Any) -> None:
@@ -97,6 +99,7 @@ class StableDiffusionProcessing:
         self.sampler = None
         self.c = self.uc = None
         self.rng = None
+        self.refiner_checkpoint_info = None
         self.iteration = 0
         self.all_prompts = self.all_negative_prompts = self.all_seeds = None
         self.prompts = self.negative_prompts = self.seeds = None
@@ -234,6 +237,8 @@ def _per_image(value: Any, count: int) -> list:
 
 
 def process_images(p: StableDiffusionProcessing) -> Processed:
+    # As A1111's process_images: the refiner's checkpoint is looked up before the scripts' `process`.
+    p.refiner_checkpoint_info = p.refiner_checkpoint or None
     total = p.batch_size * p.n_iter
     p.all_prompts = _per_image(p.prompt, total)
     p.all_negative_prompts = _per_image(p.negative_prompt, total)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from modules import script_callbacks, shared
+from modules import script_callbacks, sd_models, shared
 from modules.script_callbacks import CFGDenoiserParams
 
 
@@ -81,6 +81,7 @@ class CFGDenoiser:
         return CompVisDenoiser(shared.sd_model)
 
     def __call__(self, x, sigma, uncond, cond, cond_scale, image_cond):
+        apply_refiner(self)
         state = shared.state
         batch_size = x.shape[0]
         x_in = torch.cat([x, x])
@@ -112,6 +113,22 @@ class CFGDenoiser:
 
         self.step += 1
         return denoised
+
+
+def apply_refiner(cfg_denoiser: CFGDenoiser) -> bool:
+    """sd_samplers_common.apply_refiner, switching by sampling steps: once `refiner_switch_at` of the pass's
+    steps are done, the refiner checkpoint is loaded (`reload_model_weights`, which runs the model_loaded
+    callbacks) and sampling goes on with it. Forge Neo does the same unless `refiner_fast_sd` is on."""
+    p = cfg_denoiser.p
+    title, switch_at = getattr(p, "refiner_checkpoint_info", None), getattr(p, "refiner_switch_at", None)
+    if not title or switch_at is None or cfg_denoiser.step / cfg_denoiser.total_steps < switch_at:
+        return False
+    if getattr(shared.sd_model, "sd_checkpoint_info", None) == title:
+        return False
+    p.extra_generation_params["Refiner"] = title
+    p.extra_generation_params["Refiner switch at"] = switch_at
+    sd_models.reload_model_weights(info=title)
+    return True
 
 
 def forge_sampling_function(x, sigma, cond, uncond, cond_scale) -> torch.Tensor:
