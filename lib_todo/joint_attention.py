@@ -196,8 +196,10 @@ def bias_is_uniform(layout: KeyLayout, factor: float) -> bool:
     a constant, so balance changes nothing there."""
     if layout.per_item or layout.start or layout.length != layout.grid.n:
         return False
-    counts = cell_counts(layout.grid.hw, factor)
-    return bool((counts == counts[0]).all())
+    # From the integer cell sizes, no tensor: a tensor's truth value would break a torch.compile graph at every
+    # call. Counts (row size x column size) are all equal exactly when each side's cells are.
+    rows, cols = (cell_bounds(side, factor)[1] for side in layout.grid.hw)
+    return len(set(rows)) == 1 and len(set(cols)) == 1
 
 
 def layout_attention(

@@ -304,3 +304,21 @@ def test_wrong_sequence_length_is_one_clear_error():
 def test_unknown_method_names_the_accepted_ones():
     with pytest.raises(ValueError, match="accepted: nearest-exact, nearest, avg-pool"):
         downsample_image_tokens(_positions(4, 4), (4, 4), 2, "lanczos")
+
+
+def test_bias_is_uniform_agrees_with_the_cell_counts_and_keeps_a_compiled_graph_whole():
+    """Decided from integer cell sizes: the same answer as comparing the counts, and no tensor truth value
+    (which would split a torch.compile graph at every attention call)."""
+    for h, w in [(4, 6), (5, 6), (7, 7), (8, 8), (9, 12), (1, 3)]:
+        for factor in (2, 3, 4, 2.5):
+            counts = cell_counts((h, w), factor)
+            expected = bool((counts == counts[0]).all())
+            assert bias_is_uniform(KeyLayout(ImageGrid(2, h, w), 0, 2 * h * w), factor) == expected, (h, w, factor)
+    layout = KeyLayout(ImageGrid(1, 6, 8), 0, 48)
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if bias_is_uniform(layout, 3) else x + 1
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(step)(torch.ones(3))
+    assert explained.graph_break_count == 0, explained.break_reasons
