@@ -122,7 +122,7 @@ def finish_job(p: Any) -> None:
     """Remove everything the job installed (also a job that raised before its postprocess)."""
     job = getattr(p, JOB_ATTR, None)
     for candidate in {id(j): j for j in (job, CURRENT["job"]) if j is not None}.values():
-        candidate.finish(p.sd_model)
+        candidate.finish()
     CURRENT["job"] = None
     if job is not None:
         delattr(p, JOB_ATTR)

@@ -39,10 +39,9 @@ class TodoJob:
         self._tell = tell
         self._told: set[str] = set()
         self._handle: TodoHandle | None = None  # A1111 hooks of the running pass
-        self._forge_original: Any = None  # the UNet patcher found before the first pass
-        self._forge_model: Any = None  # the model it belongs to
+        # (model, the UNet patcher it had before ToDo's first pass on it): the first model, and the refiner's
+        self._forge_originals: list[tuple[Any, Any]] = []
         self._forge_last: tuple[Any, Any] | None = None  # (our latest clone, the patcher it was cloned from)
-        self._switched: list[tuple[Any, Any]] = []  # (forge_objects, the patcher it had) per refiner model
 
     def start_pass(self, sd_model: Any, hires: bool) -> None:
         """Install ToDo for the sampling pass about to run (after releasing the previous one)."""
@@ -75,7 +74,7 @@ class TodoJob:
         if settings is None:
             return
         try:
-            state = self._install_refiner(sd_model, settings)
+            state = self._install(sd_model, settings)
         except (TypeError, AttributeError) as err:
             self.tell(f"cannot patch the refiner's model ({err}); its steps run without ToDo")
             return
@@ -94,21 +93,15 @@ class TodoJob:
         if reason:
             self.tell(f"ToDo was asked to act in {PASS_NAMES[label]} and acted nowhere: {reason}")
 
-    def finish(self, sd_model: Any) -> None:
-        """End the job: release the pass, and give Forge back the UNet patcher each model had before the job."""
+    def finish(self) -> None:
+        """End the job: release the pass, and give each Forge model ToDo patched (the loaded one, or the first
+        model after a refiner switch) the UNet patcher it had before the job."""
         self.end_pass()
-        # The model ToDo first patched, which is no longer the loaded one after a refiner switch.
-        model = self._forge_model if self._forge_model is not None else sd_model
-        if self._forge_original is not None and is_forge(model) and self._owns_patcher_of(model):
-            model.forge_objects.unet = self._forge_original
-        for objects, base in reversed(self._switched):
-            # Ours, or a later clone of ours (same model): the model the refiner's patcher drove gets it back.
-            if getattr(getattr(objects, "unet", None), "model", None) is getattr(base, "model", None):
-                objects.unet = base
-        self._forge_original = None
-        self._forge_model = None
+        for model, original in self._forge_originals:
+            if _drives_same_model(model.forge_objects, original):
+                model.forge_objects.unet = original
+        self._forge_originals.clear()
         self._forge_last = None
-        self._switched.clear()
 
     def set_progress(self, step: int, total: int) -> None:
         """Steer the step window of the running pass: `step` of `total` denoiser calls done."""
@@ -144,33 +137,21 @@ class TodoJob:
         self._handle = apply(a1111_unet(sd_model), settings, native_px=native_px)
         return self._handle.state
 
-    def _install_refiner(self, sd_model: Any, settings: TodoSettings) -> PassState:
-        native_px = native_size(sd_model)
-        if not is_forge(sd_model):
-            self._handle = apply(a1111_unet(sd_model), settings, native_px=native_px)
-            return self._handle.state
-        objects = sd_model.forge_objects
-        base = objects.unet
-        clone, state = patch_forge_patcher(base, settings, native_px)
-        self._switched.append((objects, base))
-        objects.unet = clone
-        return state
-
-    def _owns_patcher_of(self, sd_model: Any) -> bool:
-        """Whether the model's UNet patcher still drives the model ToDo patched (not so after a model switch)."""
-        current = getattr(sd_model.forge_objects, "unet", None)
-        return getattr(current, "model", None) is getattr(self._forge_original, "model", None)
-
     def _install_forge(self, sd_model: Any, settings: TodoSettings, native_px: int | None) -> PassState:
         objects = sd_model.forge_objects
         # Forge's hires pass may call the hook again before its reset: patch the base, never our own clone.
         base = objects.unet
         if self._forge_last is not None and base is self._forge_last[0]:
             base = self._forge_last[1]
-        if self._forge_original is None:
-            self._forge_original = base
-            self._forge_model = sd_model
+        if not any(model is sd_model for model, _ in self._forge_originals):
+            self._forge_originals.append((sd_model, base))
         clone, state = patch_forge_patcher(base, settings, native_px)
         self._forge_last = (clone, base)
         objects.unet = clone
         return state
+
+
+def _drives_same_model(objects: Any, original: Any) -> bool:
+    """Whether the current UNet patcher (ours, or a later clone of ours) still drives the network `original`
+    drove; one another script put there for another network is left alone."""
+    return getattr(getattr(objects, "unet", None), "model", None) is getattr(original, "model", None)
