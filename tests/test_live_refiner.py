@@ -19,7 +19,17 @@ from typing import Any
 
 import pytest
 import test_live_webui
-from test_live_webui import LARGE, generate, get, image_b64, infotext, pixels, todo_args, todo_params
+from test_live_webui import (
+    LARGE,
+    generate,
+    get,
+    image_b64,
+    infotext,
+    pixels,
+    todo_args,
+    todo_params,
+    txt2img_payload,
+)
 
 server = test_live_webui.server  # skips without TODO_WEBUI_URL, fails if the webui is unreachable
 REFINER_FILE = os.environ.get("TODO_LIVE_REFINER", "todo-random-sd15-refiner.safetensors").strip()
@@ -41,19 +51,7 @@ def refiner(server: str) -> str:
 
 def refined(refiner: str, **extra: Any) -> dict[str, Any]:
     """txt2img at 128 px (level 1: 16x16 tokens), STEPS Euler steps, the refiner from SWITCH_AT of them."""
-    payload = {
-        "prompt": "a red cube on a wooden table",
-        "negative_prompt": "",
-        "seed": 1234,
-        "sampler_name": "Euler",
-        "steps": STEPS,
-        "cfg_scale": 5,
-        "width": LARGE,
-        "height": LARGE,
-        "refiner_checkpoint": refiner,
-        "refiner_switch_at": SWITCH_AT,
-        **extra,
-    }
+    payload = txt2img_payload(LARGE, STEPS, refiner_checkpoint=refiner, refiner_switch_at=SWITCH_AT, **extra)
     return generate("txt2img", payload)
 
 
