@@ -24,6 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from one_line_cli import OneLineParser, positive_int  # noqa: E402
+
 from lib_todo import TodoSettings  # noqa: E402
 from lib_todo.bench import measure, report  # noqa: E402
 from lib_todo.bench.families.unet import load_model  # noqa: E402
@@ -41,21 +43,6 @@ CASES = {  # px: the configurations compared with the baseline
         Config("factor 2, nearest", "todo", TodoSettings(factor=2, factor_level2=1, method="nearest")),
     ],
 }
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"measure_auto_rule: {message}\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: a whole number from 1")
-    return value
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -90,7 +77,7 @@ def nearest_gap(model, size: Size) -> float:
 
 
 def main() -> None:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="measure_auto_rule", description=__doc__.split("\n\n")[0])
     parser.add_argument("--width", type=head_width, default=32, help="channel width (default 32; 320 = real)")
     parser.add_argument("--rounds", type=positive_int, default=2, help="timed rounds (default 2)")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default 2)")

@@ -31,34 +31,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from one_line_cli import OneLineParser, positive_float, positive_int  # noqa: E402
+
 PATTERNS = {"1x2x2 (ToDo)": (1, 2, 2), "2x2x2": (2, 2, 2), "1x3x3": (1, 3, 3)}
 GRID_480P = (30, 52)  # tokens per frame at 480 x 832 px (/8 latent, 2 x 2 patch)
 HEAD_DIM = 128
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"measure_wan_temporal: {message}\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: a whole number from 1")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"got {text!r}; accepted: a number above 0")
-    return value
 
 
 def device_name(text: str) -> torch.device:
@@ -210,7 +187,7 @@ def output_changes(seed: int, std: float) -> list[str]:
 
 
 def main() -> None:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="measure_wan_temporal", description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=positive_int, default=5, help="latent frames for the timing (default 5)")
     parser.add_argument("--rounds", type=positive_int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default 2)")
