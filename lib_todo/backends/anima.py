@@ -30,7 +30,17 @@ import torch
 from torch import nn
 
 from ..joint_attention import ImageGrid
-from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, forward_arguments, image_only, image_then_rest
+from .dit import (
+    DISPATCH,
+    FORGE,
+    DitCall,
+    DitFamily,
+    Role,
+    forward_arguments,
+    image_only,
+    image_then_rest,
+    is_class_named,
+)
 
 NATIVE_PX = 1024
 TOKEN_PX = 16  # a 2x2 spatial patch of a /8 latent
@@ -88,7 +98,7 @@ FORGE_ANIMA = DitFamily(
 
 
 def is_diffusers_cosmos(network: Any) -> bool:
-    return isinstance(network, nn.Module) and any(c.__name__ == CLASS_NAME for c in type(network).__mro__)
+    return is_class_named(network, CLASS_NAME)
 
 
 def diffusers_scopes(network: nn.Module) -> list[tuple[nn.Module, Role]]:

@@ -76,6 +76,12 @@ def image_only(call: DitCall, length: int) -> KeyLayout | None:
     return _fits(call.grid, 0, length) if length == call.grid.n else None
 
 
+def is_class_named(network: Any, *names: str) -> bool:
+    """Whether `network` is a module whose class, or one of its bases, has one of `names`: recognised by name, so
+    no host package is imported, and a subclass (a Nunchaku or VACE variant) is recognised too."""
+    return isinstance(network, nn.Module) and any(c.__name__ in names for c in type(network).__mro__)
+
+
 def forward_arguments(network: nn.Module, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
     """A forward's arguments by name, the positional ones named from its signature (diffusers families read
     `img_ids`, masks and shapes from here, however the pipeline passed them)."""

@@ -22,7 +22,17 @@ from torch import nn
 
 from ..grid import level_grid
 from ..joint_attention import ImageGrid
-from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, forward_arguments, image_then_rest, text_then_image
+from .dit import (
+    DISPATCH,
+    FORGE,
+    DitCall,
+    DitFamily,
+    Role,
+    forward_arguments,
+    image_then_rest,
+    is_class_named,
+    text_then_image,
+)
 
 NATIVE_PX = 1024
 TOKEN_PX = 16  # Flux.1: a 2x2 patch of a /8 latent; Flux.2: a 1x1 patch of a /16 latent
@@ -73,7 +83,7 @@ FORGE_FLUX = DitFamily(
 
 
 def is_diffusers_flux(network: Any) -> bool:
-    return isinstance(network, nn.Module) and any(c.__name__ in DIFFUSERS_CLASSES for c in type(network).__mro__)
+    return is_class_named(network, *DIFFUSERS_CLASSES)
 
 
 def diffusers_scopes(network: nn.Module) -> list[tuple[nn.Module, Role]]:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..joint_attention import ImageGrid
-from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, forward_arguments, text_then_image
+from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, forward_arguments, is_class_named, text_then_image
 from .flux import target_grid
 
 NATIVE_PX = 1024
@@ -91,7 +91,7 @@ FORGE_KREA = DitFamily(
 
 
 def is_diffusers_krea(network: Any) -> bool:
-    return isinstance(network, nn.Module) and any(c.__name__ == CLASS_NAME for c in type(network).__mro__)
+    return is_class_named(network, CLASS_NAME)
 
 
 def diffusers_scopes(network: nn.Module) -> list[tuple[nn.Module, Role]]:

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..grid import level_grid
 from ..joint_attention import ImageGrid, KeyLayout
-from .dit import DISPATCH, FORGE, SDPA, DitCall, DitFamily, Role, forward_arguments
+from .dit import DISPATCH, FORGE, SDPA, DitCall, DitFamily, Role, forward_arguments, is_class_named
 
 NATIVE_PX = 1024
 TOKEN_PX = 16  # a 2x2 patch of a /8 latent (Flux's VAE for Lumina 2 and Z-Image)
@@ -152,10 +152,6 @@ FORGE_Z_IMAGE = _forge_family("Z-Image", z_image=True)
 # diffusers
 
 
-def _is_class(network: Any, name: str) -> bool:
-    return isinstance(network, nn.Module) and any(c.__name__ == name for c in type(network).__mro__)
-
-
 def _attention_scopes(network: nn.Module, attr: str, processor: str) -> list[tuple[nn.Module, Role]]:
     """`attr` of each noise-refiner block and main layer whose processor is the family's own."""
 
@@ -236,7 +232,7 @@ DIFFUSERS_LUMINA = DitFamily(
     host="diffusers",
     native_px=NATIVE_PX,
     token_px=TOKEN_PX,
-    recognise=lambda n: _is_class(n, "Lumina2Transformer2DModel"),
+    recognise=lambda n: is_class_named(n, "Lumina2Transformer2DModel"),
     scopes=lambda n: _attention_scopes(n, "attn", "Lumina2AttnProcessor2_0"),
     read_call=lumina2_call,
     convention=SDPA,
@@ -247,7 +243,7 @@ DIFFUSERS_Z_IMAGE = DitFamily(
     host="diffusers",
     native_px=NATIVE_PX,
     token_px=TOKEN_PX,
-    recognise=lambda n: _is_class(n, "ZImageTransformer2DModel"),
+    recognise=lambda n: is_class_named(n, "ZImageTransformer2DModel"),
     scopes=lambda n: _attention_scopes(n, "attention", "ZSingleStreamAttnProcessor"),
     read_call=z_image_call,
     convention=DISPATCH,

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..joint_attention import ImageGrid
-from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, forward_arguments, text_then_image
+from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, forward_arguments, is_class_named, text_then_image
 
 NATIVE_PX = 1328
 TOKEN_PX = 16  # a 2x2 patch of a /8 latent
@@ -40,10 +40,6 @@ CLASS_NAME = "QwenImageTransformer2DModel"
 NUNCHAKU_CLASS = "NunchakuQwenImageTransformer2DModel"
 DIFFUSERS_PROCESSORS = ("QwenDoubleStreamAttnProcessor2_0",)  # plain joint attention (not a KV-cache or IP one)
 LAYERED_ROPE = "QwenEmbedLayer3DRope"
-
-
-def _named(network: Any, name: str) -> bool:
-    return isinstance(network, nn.Module) and any(c.__name__ == name for c in type(network).__mro__)
 
 
 def _blocks(network: nn.Module) -> list[nn.Module]:
@@ -56,7 +52,7 @@ def _blocks(network: nn.Module) -> list[nn.Module]:
 
 def is_forge_qwen(network: Any) -> bool:
     """Neo's (or Nunchaku's) Qwen-Image network: patchifies its own latent (`process_img`), blocks with `attn`."""
-    blocks = _blocks(network) if _named(network, CLASS_NAME) else []
+    blocks = _blocks(network) if is_class_named(network, CLASS_NAME) else []
     return bool(blocks) and callable(getattr(network, "process_img", None)) and hasattr(blocks[0], "attn")
 
 
@@ -79,7 +75,7 @@ def forge_call(network: nn.Module, x: torch.Tensor, c: dict[str, Any]) -> DitCal
 
 def forge_why_not(network: Any) -> str | None:
     """Nunchaku's Qwen-Image with CPU offload runs most blocks as copies ToDo's hooks never see."""
-    if _named(network, NUNCHAKU_CLASS) and getattr(network, "offload", False):
+    if is_class_named(network, NUNCHAKU_CLASS) and getattr(network, "offload", False):
         return (
             f"{type(network).__name__} with Nunchaku's CPU offload runs its blocks through buffer copies that ToDo "
             "cannot follow; turn the offload off in the Nunchaku settings to use ToDo"
@@ -105,7 +101,7 @@ FORGE_QWEN = DitFamily(
 
 def is_diffusers_qwen(network: Any) -> bool:
     """diffusers' QwenImageTransformer2DModel (its RoPE module is `pos_embed`; Neo's is `pe_embedder`)."""
-    return _named(network, CLASS_NAME) and isinstance(getattr(network, "pos_embed", None), nn.Module)
+    return is_class_named(network, CLASS_NAME) and isinstance(getattr(network, "pos_embed", None), nn.Module)
 
 
 def diffusers_scopes(network: nn.Module) -> list[tuple[nn.Module, Role]]:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..joint_attention import ImageGrid, KeyLayout
-from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, image_only
+from .dit import DISPATCH, FORGE, DitCall, DitFamily, Role, image_only, is_class_named
 
 NATIVE_PX = 960  # sqrt(1280 * 720): Wan 2.2 14B was trained at 480p and 720p
 TOKEN_PX = 16  # a 2x2 patch of a /8 latent (Wan 2.1 VAE)
@@ -102,7 +102,7 @@ FORGE_WAN = DitFamily(
 
 
 def is_diffusers_wan(network: Any) -> bool:
-    return isinstance(network, nn.Module) and any(c.__name__ in DIFFUSERS_CLASSES for c in type(network).__mro__)
+    return is_class_named(network, *DIFFUSERS_CLASSES)
 
 
 def is_diffusers_wan_5b(network: Any) -> bool:
